@@ -1,0 +1,1 @@
+"""Hydra configuration: YAML values in this folder, types in :mod:`configs.schema`."""

@@ -1,0 +1,35 @@
+"""Command line: ``python main.py feature_type=r21d video_paths="[a.mp4, b.mp4]"``.
+
+A thin Hydra shell: it composes the config, turns it into plain values and
+hands them to :func:`utils.cli.run_cli`, which does the work.
+"""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from configs.schema import register_configs
+from utils.cli import run_cli
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    logging.basicConfig(
+        level=logging.DEBUG if settings.get("debug") else logging.INFO,
+        format="%(levelname)s: %(message)s",
+    )
+    sys.exit(run_cli(settings))
+
+
+def cli() -> None:
+    """Entry point of the installed console command."""
+    main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The model zoo: one frozen record per upstream weight file.
+
+Everything that depends on the flavour (where its weights live, its window
+size, its preprocessing constants and its labels) is read from here and from
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torchvision.models.video import R2Plus1D_18_Weights
+
+
+def kinetics400_labels() -> list[str]:
+    """The 400 Kinetics class names in the order of the classifier's outputs."""
+    return list(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Per-frame preprocessing of SPEC §3 (values in [0, 1] after /255)."""
+
+    resize_hw: tuple[int, int] = (128, 171)
+    crop_hw: tuple[int, int] = (112, 112)
+    mean_rgb: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
+    std_rgb: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
+
+    @property
+    def crop_top_left(self) -> tuple[int, int]:
+        """Top-left corner of the centre crop, as the reference rounds it."""
+        (h, w), (ch, cw) = self.resize_hw, self.crop_hw
+        return int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One pretrained flavour: architecture, weights file and defaults."""
+
+    name: str
+    architecture: str  # key of models.r21d.builders.ARCHITECTURES
+    file_name: str  # upstream file name, also the name in the torch hub cache
+    url: str
+    sha256_prefix: str  # what torch.hub checks: the start of the file's SHA-256
+    stack_size: int
+    step_size: int
+    num_classes: int
+    feature_dim: int
+    preprocessing: Preprocessing
+    labels: Callable[[], list[str]]
+    dataset: str
+
+
+_IG65M_RELEASE = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
+
+MODEL_ZOO: dict[str, ModelRecord] = {
+    record.name: record
+    for record in (
+        ModelRecord(
+            name="r2plus1d_18_16_kinetics",
+            architecture="r2plus1d_18",
+            file_name="r2plus1d_18-91a641e6.pth",
+            url="https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth",
+            sha256_prefix="91a641e6",
+            stack_size=16,
+            step_size=16,
+            num_classes=400,
+            feature_dim=512,
+            preprocessing=Preprocessing(),
+            labels=kinetics400_labels,
+            dataset="kinetics400",
+        ),
+        ModelRecord(
+            name="r2plus1d_34_32_ig65m_ft_kinetics",
+            architecture="r2plus1d_34",
+            file_name="r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
+            url=f"{_IG65M_RELEASE}/r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
+            sha256_prefix="ade133f1",
+            stack_size=32,
+            step_size=32,
+            num_classes=400,
+            feature_dim=512,
+            preprocessing=Preprocessing(),
+            labels=kinetics400_labels,
+            dataset="kinetics400",
+        ),
+        ModelRecord(
+            name="r2plus1d_34_8_ig65m_ft_kinetics",
+            architecture="r2plus1d_34",
+            file_name="r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
+            url=f"{_IG65M_RELEASE}/r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
+            sha256_prefix="0aa0550b",
+            stack_size=8,
+            step_size=8,
+            num_classes=400,
+            feature_dim=512,
+            preprocessing=Preprocessing(),
+            labels=kinetics400_labels,
+            dataset="kinetics400",
+        ),
+    )
+}
+
+
+def get_record(model_name: str) -> ModelRecord:
+    try:
+        return MODEL_ZOO[model_name]
+    except KeyError:
+        allowed = ", ".join(MODEL_ZOO)
+        raise ValueError(f"model_name={model_name!r} is unknown; allowed: {allowed}") from None

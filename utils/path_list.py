@@ -1,0 +1,84 @@
+"""Turning the user's ``video_paths`` / ``file_with_video_paths`` into one checked list."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+
+class PathListError(ValueError):
+    """The list of inputs cannot be used as given; the message says what to change."""
+
+
+def collect_video_paths(
+    video_paths: str | Sequence[str] | None,
+    file_with_video_paths: str | None,
+) -> list[str]:
+    """Paths from both sources, in order, duplicates (same file) dropped.
+
+    ``video_paths`` is one path or a list; ``file_with_video_paths`` names a
+    text file with one path per line (blank lines ignored, surrounding spaces
+    stripped). Relative paths stay relative to the current directory.
+    """
+    paths: list[str] = []
+    if video_paths is not None:
+        if isinstance(video_paths, (str, os.PathLike)):
+            paths.append(os.fspath(video_paths))
+        else:
+            paths.extend(os.fspath(p) for p in video_paths)
+    if file_with_video_paths is not None:
+        list_file = Path(file_with_video_paths)
+        if not list_file.is_file():
+            raise PathListError(
+                f"file_with_video_paths={os.fspath(file_with_video_paths)!r} is not a readable file; "
+                "give a text file with one video path per line"
+            )
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+        paths.extend(line.strip() for line in lines if line.strip())
+    if video_paths is None and file_with_video_paths is None:
+        raise PathListError("no input: set video_paths=<path or [list]> or file_with_video_paths=<text file>")
+    if not paths:
+        raise PathListError("the list of videos is empty: nothing to extract")
+    return _drop_repeats(paths)
+
+
+def _drop_repeats(paths: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    unique = []
+    for p in paths:
+        key = os.path.normpath(os.path.abspath(p))
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def output_stem(video_path: str) -> str:
+    """The file name without its extension, as in ``<stem>_r21d.npy``."""
+    return Path(video_path).stem
+
+
+def check_unique_stems(paths: Sequence[str]) -> None:
+    """Refuse two different inputs whose outputs would have the same file name."""
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_stem[output_stem(p)].append(p)
+    clashes = {stem: ps for stem, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        stem, ps = next(iter(clashes.items()))
+        more = f" (and {len(clashes) - 1} more clashing stems)" if len(clashes) > 1 else ""
+        raise PathListError(
+            f"inputs {', '.join(map(repr, ps))} share the stem {stem!r} and would overwrite each other's "
+            f"output{more}; rename them or extract them in separate runs with different output_path"
+        )
+
+
+def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:
+    """Every ``num_shards``-th path starting at ``shard_index``: disjoint shards that cover the list."""
+    if num_shards < 1:
+        raise PathListError(f"num_shards={num_shards} is invalid: it must be >= 1")
+    if not 0 <= shard_index < num_shards:
+        raise PathListError(f"shard_index={shard_index} is invalid: it must be in 0..{num_shards - 1}")
+    return list(paths[shard_index::num_shards])

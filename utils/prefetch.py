@@ -1,0 +1,106 @@
+"""Run several producers ahead of an in-order consumer, each through a bounded queue.
+
+Used to decode the next videos on background threads while the current one is
+on the model. OpenCV's decoder and torch's CPU ops release the GIL, so threads
+give real parallelism here without copying frames between processes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Producer(Generic[T]):
+    """Fills a bounded queue from ``make_items()`` on a worker thread."""
+
+    def __init__(self, make_items: Callable[[], Iterable[T]], max_queued: int) -> None:
+        self._make_items = make_items
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_queued))
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for item in self._make_items():
+                if not self._put(item):
+                    return
+            self._put(_DONE)
+        except BaseException as exc:  # handed to the consumer, who decides
+            self._put(_Failure(exc))
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def items(self) -> Iterator[T]:
+        """The produced items in order; re-raises the producer's exception."""
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    def cancel(self) -> None:
+        """Stop the worker and drop what it queued."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+def prefetch_in_order(
+    keys: Iterable[K],
+    make_items: Callable[[K], Iterable[T]],
+    workers: int,
+    max_queued: int,
+) -> Iterator[tuple[K, Producer[T]]]:
+    """Yield ``(key, producer)`` in the order of ``keys``, ``workers`` of them running ahead.
+
+    The consumer must drain or ``cancel()`` each producer before asking for the next.
+    """
+    workers = max(1, workers)
+    pending: deque[tuple[K, Producer[T]]] = deque()
+    key_iter = iter(keys)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        try:
+            while True:
+                while len(pending) < workers:
+                    try:
+                        key = next(key_iter)
+                    except StopIteration:
+                        break
+                    producer = Producer(lambda key=key: make_items(key), max_queued)
+                    pool.submit(producer.run)
+                    pending.append((key, producer))
+                if not pending:
+                    return
+                key, producer = pending.popleft()
+                try:
+                    yield key, producer
+                finally:
+                    producer.cancel()
+        finally:
+            for _, producer in pending:
+                producer.cancel()

@@ -1,0 +1,132 @@
+"""Where features go: printed, or saved as .npy / .pkl files (SPEC §6).
+
+Every sink has the same tiny protocol: ``write(video_path, feats)`` and
+``is_done(video_path)``. Sinks do no math. Saved files are written atomically
+and a file only counts as done when it loads as a 2-d float32 array of the
+expected width.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Mapping, Protocol, TextIO
+
+import numpy as np
+
+from .atomic import atomic_write
+from .path_list import output_stem
+
+ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle")
+
+
+class Sink(Protocol):
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+        """Store the features of one video; returns the files written (none for print)."""
+
+    def is_done(self, video_path: str) -> bool:
+        """True when a valid output for ``video_path`` already exists."""
+
+
+def format_feature_stats(key: str, array: np.ndarray) -> str:
+    """The reference's print block: key, array, ``max: X; mean: Y; min: Z`` (8 decimals)."""
+    lines = [key, str(array)]
+    if array.size:
+        lines.append(f"max: {array.max():.8f}; mean: {array.mean():.8f}; min: {array.min():.8f}")
+    else:
+        lines.append(f"(empty: shape {array.shape})")
+    return "\n".join(lines) + "\n"
+
+
+class PrintSink:
+    """Prints each key, its array and its max/mean/min to ``stream``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+        for key, array in feats.items():
+            print(format_feature_stats(key, array), file=self.stream, flush=True)
+        return []
+
+    def is_done(self, video_path: str) -> bool:
+        return False
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else (our own save_pickle format)."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("builtins", "dict"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not a numpy array")
+
+
+def load_feature_file(path: str | Path) -> np.ndarray:
+    """An array saved by :class:`FileSink`; .pkl files are read with a numpy-only unpickler."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f).load()
+
+
+class FileSink:
+    """Saves ``<output_root>/<feature_type>/<model_name>/<stem>_<key>.<npy|pkl>``."""
+
+    def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str, feature_dim: int) -> None:
+        if fmt not in ("npy", "pkl"):
+            raise ValueError(f"fmt={fmt!r}: allowed npy, pkl")
+        self.folder = Path(output_root) / feature_type / model_name
+        self.feature_type = feature_type
+        self.fmt = fmt
+        self.feature_dim = feature_dim
+
+    def path_for(self, video_path: str, key: str | None = None) -> Path:
+        return self.folder / f"{output_stem(video_path)}_{key or self.feature_type}.{self.fmt}"
+
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+        written = []
+        for key, array in feats.items():
+            if self.fmt == "npy":
+                writer = lambda f, a=array: np.save(f, a, allow_pickle=False)  # noqa: E731
+            else:
+                writer = lambda f, a=array: pickle.dump(a, f)  # noqa: E731
+            written.append(atomic_write(self.path_for(video_path, key), writer))
+        return written
+
+    def is_done(self, video_path: str) -> bool:
+        path = self.path_for(video_path)
+        if not path.is_file():
+            return False
+        try:
+            array = load_feature_file(path)
+        except Exception:  # truncated, foreign or malicious file: extract again
+            return False
+        return (
+            isinstance(array, np.ndarray)
+            and array.dtype == np.float32
+            and array.ndim == 2
+            and array.shape[1] == self.feature_dim
+        )
+
+
+def make_sink(on_extraction: str, output_root: str, feature_type: str, model_name: str,
+              feature_dim: int, stream: TextIO) -> Sink:
+    if on_extraction == "print":
+        return PrintSink(stream)
+    if on_extraction == "save_numpy":
+        return FileSink(output_root, feature_type, model_name, "npy", feature_dim)
+    if on_extraction == "save_pickle":
+        return FileSink(output_root, feature_type, model_name, "pkl", feature_dim)
+    raise ValueError(f"on_extraction={on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}")
