@@ -1,0 +1,90 @@
+"""Shared fixtures: small synthetic videos and random checkpoints in the upstream format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.r21d.builders import build_network
+from models.r21d.zoo import MODEL_ZOO
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((REPO_ROOT / "sample").glob("*.mp4"))
+
+
+def synthetic_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``T x H x W x 3`` uint8 RGB: smooth gradients plus a moving square, so resize and motion matter."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / (width + height)], axis=-1)
+    frames = []
+    for t in range(num_frames):
+        frame = (base * 200 + 20 * np.sin(t / 3.0 + rng.random())).clip(0, 255)
+        size = max(2, min(height, width) // 4)
+        top = (t * 3) % max(1, height - size)
+        left = (t * 5) % max(1, width - size)
+        frame[top : top + size, left : left + size] = (255, 60, 30)
+        frames.append(frame.astype(np.uint8))
+    return np.stack(frames)
+
+
+def write_video(path: Path, frames_rgb: np.ndarray, fps: float = 25.0) -> Path:
+    """Writes frames as an MJPG .avi (lossless enough and decodable everywhere) or mp4v .mp4."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
+    height, width = frames_rgb.shape[1:3]
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    assert writer.isOpened(), f"cannot write {path}"
+    for frame in frames_rgb:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """``make_video(name, num_frames=40, height=48, width=64, fps=25.0, seed=0) -> path``."""
+
+    def make(name: str = "clip.mp4", num_frames: int = 40, height: int = 48, width: int = 64,
+             fps: float = 25.0, seed: int = 0) -> Path:
+        return write_video(tmp_path / name, synthetic_frames(num_frames, height, width, seed), fps)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random state dict per flavour, saved like the upstream files (plain state dict, strict keys)."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths: dict[str, Path] = {}
+    by_arch: dict[str, Path] = {}
+    for name, record in MODEL_ZOO.items():
+        if record.architecture not in by_arch:
+            torch.manual_seed(1234)
+            net = build_network(record)
+            # Non-trivial BatchNorm statistics, as trained weights have.
+            for module in net.modules():
+                if isinstance(module, torch.nn.BatchNorm3d):
+                    module.running_mean.uniform_(-0.1, 0.1)
+                    module.running_var.uniform_(0.5, 1.5)
+            path = folder / f"random_{record.architecture}.pth"
+            torch.save(net.state_dict(), path)
+            by_arch[record.architecture] = path
+        paths[name] = by_arch[record.architecture]
+    return paths
+
+
+def run_main(*args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` as a user types it; returns the completed process (text output)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
