@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 from torchvision.models.video.resnet import (
     BasicBlock,
     Conv2Plus1D,
@@ -68,6 +69,16 @@ def build_network(record: ModelRecord) -> VideoResNet:
             f"features but the record says feature_dim={record.feature_dim}"
         )
     return model
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` (in eval mode) with every BatchNorm folded into the conv before it.
+
+    Each conv's weights and bias absorb the BatchNorm's scale and shift (torch.fx's
+    conv/bn fusion), which saves a pass over every activation map; outputs agree with
+    ``model`` to float rounding (~1e-6 relative).
+    """
+    return fuse(model.eval())
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

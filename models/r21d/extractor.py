@@ -3,9 +3,11 @@
 Pipeline for each video (SPEC §3-§5)::
 
     [decode thread]  (optional ffmpeg fps re-encode) -> OpenCV frames, RGB uint8
-                     -> chunks of frames (frames in window gaps are not converted)
-                     -> on CPU: preprocessing here, in parallel with the model
-    [caller thread]  -> on GPU: pinned copy to the device, preprocessing there
+                     -> per frame, the 2 x 2 bilinear taps of the 112 x 112 crop:
+                        224 x 224 x 3 uint8 whatever the frame size (frames in
+                        window gaps are not even converted)
+                     -> chunks of taps (pinned when the device is a GPU)
+    [caller thread]  -> copy to the device, blend + normalise there (float32)
                      -> WindowStream: each frame stored once, windows cut from it
                      -> batches of windows -> network under inference_mode
                      -> features (B, 512) and, if asked, logits (B, 400)
@@ -33,8 +35,8 @@ from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader
 from utils.window_stream import WindowStream
 from utils.windows import is_frame_used
 
-from .builders import build_network, load_weights
-from .preprocess import preprocess_frames
+from .builders import build_network, fold_batchnorm, load_weights
+from .preprocess import CropTaps, blend_taps, crop_taps, gather_taps
 from .weights import load_state_dict, resolve_checkpoint
 from .zoo import ModelRecord, get_record
 
@@ -42,9 +44,9 @@ log = logging.getLogger(__name__)
 
 FEATURE_TYPE = "r21d"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Host bytes of raw frames per decoded chunk: keeps memory flat for 4K and 240p alike.
-CHUNK_BYTES = 48 * 1024 * 1024
-MAX_CHUNK_FRAMES = 64
+# Frames per decoded chunk. A chunk holds only the crop's taps (150 KB a frame, any
+# frame size), so host memory stays flat for 4K and 240p alike.
+CHUNK_FRAMES = 32
 MAX_QUEUED_CHUNKS = 2
 
 
@@ -77,8 +79,8 @@ class VideoFeatures:
 @dataclass(frozen=True)
 class _Chunk:
     frame_indices: np.ndarray  # (n,) int64
-    frames: torch.Tensor  # n x H x W x 3 uint8 (raw) or n x 3 x 112 x 112 float32 (preprocessed)
-    preprocessed: bool
+    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8, see models.r21d.preprocess.gather_taps
+    crop_taps: CropTaps
 
 
 @dataclass
@@ -166,8 +168,9 @@ class R21DExtractor:
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             log.warning("precision=fp16 on cpu is slow and barely supported; bf16 is the CPU choice")
-        # channels_last_3d feeds cuDNN's fast NDHWC kernels; on CPU it is measured slower for fp32.
-        self.channels_last = (self.device.type == "cuda") if channels_last is None else channels_last
+        # channels_last_3d feeds cuDNN's and oneDNN's fast NDHWC kernels. Measured on a 2-core
+        # CPU at batch 8-16 (BENCHMARKS.md): about +25% for fp32 and 2x for bf16 on AMX.
+        self.channels_last = True if channels_last is None else channels_last
 
         self.weights_source = self._build_model(checkpoint_path, random_weights)
         self.labels = self.record.labels()
@@ -192,7 +195,7 @@ class R21DExtractor:
         # The classifier is kept aside for predictions; the network itself ends at the pooled features.
         self.classifier: nn.Linear = network.fc
         network.fc = nn.Identity()
-        network.eval().to(self.device)
+        network = fold_batchnorm(network).to(self.device)
         self.classifier.eval().to(self.device)
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last_3d)
@@ -227,9 +230,8 @@ class R21DExtractor:
             reader = VideoReader(decoded_path, apply_rotation=self.apply_rotation)
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
-            frame_bytes = max(1, reader.info.width * reader.info.height * 3)
-            chunk_frames = max(1, min(MAX_CHUNK_FRAMES, CHUNK_BYTES // frame_bytes))
-            preprocess_here = self.device.type == "cpu"
+            taps: CropTaps | None = None
+            frame_shape: tuple[int, ...] = ()
             indices: list[int] = []
             frames: list[np.ndarray] = []
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
@@ -237,27 +239,30 @@ class R21DExtractor:
                 start.frames_decoded[0] = index + 1
                 if frame is None:
                     continue
+                if taps is None:
+                    frame_shape = frame.shape
+                    taps = crop_taps(frame.shape[0], frame.shape[1], self.record.preprocessing)
+                elif frame.shape != frame_shape:
+                    raise ValueError(
+                        f"frame size changes mid-stream ({frame_shape} then {frame.shape} at frame {index}); "
+                        "re-encode the video to one size"
+                    )
                 indices.append(index)
-                frames.append(frame)
-                if len(frames) == chunk_frames:
-                    yield self._make_chunk(indices, frames, preprocess_here)
+                frames.append(gather_taps(frame, taps))
+                if len(frames) == CHUNK_FRAMES:
+                    yield self._make_chunk(indices, frames, taps)
                     indices, frames = [], []
             if frames:
-                yield self._make_chunk(indices, frames, preprocess_here)
+                yield self._make_chunk(indices, frames, taps)
         finally:
             if tmp_file is not None and not self.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
 
-    def _make_chunk(self, indices: list[int], frames: list[np.ndarray], preprocess: bool) -> _Chunk:
-        sizes = {f.shape for f in frames}
-        if len(sizes) != 1:
-            raise ValueError(f"frame size changes mid-stream ({sorted(sizes)}); re-encode the video to one size")
-        frames_nhwc = torch.from_numpy(np.stack(frames))
-        if preprocess:
-            return _Chunk(np.asarray(indices), preprocess_frames(frames_nhwc, self.record.preprocessing), True)
+    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps) -> _Chunk:
+        taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
         if self.device.type == "cuda":
-            frames_nhwc = frames_nhwc.pin_memory()
-        return _Chunk(np.asarray(indices), frames_nhwc, False)
+            taps_nhwc = taps_nhwc.pin_memory()  # lets the copy to the GPU run asynchronously
+        return _Chunk(np.asarray(indices), taps_nhwc, taps)
 
     # ------------------------------------------------------------------ model side (caller thread)
     def _consume(self, video_path: str, chunks: Iterator[_VideoStart | _Chunk]) -> VideoFeatures:
@@ -271,15 +276,18 @@ class R21DExtractor:
         def run_batch(windows_tchw: list[torch.Tensor]) -> None:
             clips_bcthw = torch.stack(windows_tchw).permute(0, 2, 1, 3, 4)
             f, lg = self.forward_clips(clips_bcthw)
-            feats.append(f.cpu())
+            # Kept on the device until the video ends: a copy to the host here would make
+            # the caller wait for every batch instead of queueing the next one.
+            feats.append(f)
             if lg is not None:
-                logits.append(lg.cpu())
+                logits.append(lg)
 
+        device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
         for chunk in chunks:
             assert isinstance(chunk, _Chunk)
-            frames = chunk.frames
-            if not chunk.preprocessed:
-                frames = preprocess_frames(frames.to(self.device, non_blocking=True), self.record.preprocessing)
+            if device_taps is None:
+                device_taps = chunk.crop_taps.to(self.device)
+            frames = blend_taps(chunk.taps_nhwc.to(self.device, non_blocking=True), device_taps)
             for _, window in stream.push(chunk.frame_indices, frames):
                 pending.append(window)
                 if len(pending) == self.batch_size:
@@ -298,7 +306,7 @@ class R21DExtractor:
                 video_path, num_frames, self.stack_size, self.record.feature_dim,
             )
         features = (
-            torch.cat(feats).numpy().astype(np.float32, copy=False)
+            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False)
             if feats else np.zeros((0, self.record.feature_dim), dtype=np.float32)
         )
         return VideoFeatures(
@@ -307,7 +315,7 @@ class R21DExtractor:
             window_bounds=[(i * self.step_size, i * self.step_size + self.stack_size) for i in range(num_windows)],
             fps=start.info.fps,
             num_frames=num_frames,
-            logits=torch.cat(logits).numpy() if logits else (
+            logits=torch.cat(logits).cpu().numpy() if logits else (
                 np.zeros((0, self.record.num_classes), np.float32) if self.show_pred else None
             ),
         )

@@ -1,30 +1,119 @@
-"""Per-frame preprocessing of SPEC §3, on whatever device the frames are on."""
+"""Per-frame preprocessing of SPEC §3, on whatever device the frames are on.
+
+The reference resizes the whole frame to 128 x 171 (bilinear, ``align_corners=False``)
+and then keeps the centre 112 x 112. Each kept output pixel is a blend of a 2 x 2
+neighbourhood of source pixels, so only those source rows and columns are needed:
+at most 2 x 112 of each, whatever the frame size. The work is split in two:
+
+- :func:`gather_taps` (host, uint8, no arithmetic): picks the needed rows and
+  columns of a frame, ``H x W x 3`` -> ``224 x 224 x 3``. A 1080p frame shrinks 40x
+  before any float conversion or host->device copy.
+- :func:`blend_taps` (any device, float32): /255, the bilinear blend with the
+  weights ``F.interpolate`` uses, and the per-channel normalisation.
+
+Same numbers as the reference order (to float rounding, ~1e-7 relative), with a
+cost that no longer grows with the frame size.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .zoo import Preprocessing
+
+
+@dataclass(frozen=True)
+class CropTaps:
+    """Where the centre crop of the resized frame reads from a ``height x width`` frame.
+
+    ``rows``/``cols``: int64 ``(2 * crop,)`` source indices, the first half the upper/left
+    tap of each output row/column, the second half the lower/right tap.
+    ``row_weights``/``col_weights``: float32 ``(2, crop)``, the weights of those taps;
+    ``mean_rgb``/``std_rgb``: float32 ``(3,)``, the normalisation. Tensors live on one
+    device (:meth:`to`), so blending never copies constants to the GPU.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    row_weights: torch.Tensor
+    col_weights: torch.Tensor
+    mean_rgb: torch.Tensor
+    std_rgb: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "CropTaps":
+        return replace(
+            self, row_weights=self.row_weights.to(device), col_weights=self.col_weights.to(device),
+            mean_rgb=self.mean_rgb.to(device), std_rgb=self.std_rgb.to(device),
+        )
+
+
+def _linear_taps(in_size: int, out_size: int, first: int, count: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Taps of outputs ``first..first+count-1`` of a 1-d linear resize ``in_size -> out_size``.
+
+    Mirrors ATen's ``area_pixel_compute_source_index`` (``align_corners=False``, float32):
+    ``src = max(0, (dst + 0.5) * in / out - 0.5)``, taps ``floor(src)`` and the next one
+    (clamped to the edge), weights ``1 - frac`` and ``frac``.
+    """
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    dst = torch.arange(first, first + count, dtype=torch.float32)
+    src = (scale * (dst + 0.5) - 0.5).clamp_(min=0.0)
+    lo = src.floor().to(torch.int64).clamp_(max=in_size - 1)
+    hi = (lo + 1).clamp_(max=in_size - 1)
+    frac = (src - lo.to(torch.float32)).clamp_(0.0, 1.0)
+    return torch.cat([lo, hi]).numpy(), torch.stack([1.0 - frac, frac])
+
+
+def crop_taps(height: int, width: int, spec: Preprocessing) -> CropTaps:
+    """The :class:`CropTaps` of a ``height x width`` frame under ``spec``."""
+    if height < 1 or width < 1:
+        raise ValueError(f"frame size {height}x{width} is invalid: both sides must be >= 1 pixel")
+    (out_h, out_w), (crop_h, crop_w) = spec.resize_hw, spec.crop_hw
+    top, left = spec.crop_top_left
+    rows, row_weights = _linear_taps(height, out_h, top, crop_h)
+    cols, col_weights = _linear_taps(width, out_w, left, crop_w)
+    mean, std = (torch.tensor(v, dtype=torch.float32) for v in (spec.mean_rgb, spec.std_rgb))
+    return CropTaps(rows, cols, row_weights, col_weights, mean, std)
+
+
+def gather_taps(frame_hwc: np.ndarray, taps: CropTaps) -> np.ndarray:
+    """One uint8 RGB frame ``H x W x 3`` -> its taps ``2c x 2c x 3`` uint8 (``c``: crop size)."""
+    # Two 1-d takes (whole rows, then columns) beat one 2-d fancy index by 2x on HD frames.
+    return frame_hwc.take(taps.rows, axis=0).take(taps.cols, axis=1)
+
+
+def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
+    """Gathered taps ``N x 2c x 2c x 3`` uint8 -> normalised crops ``N x 3 x c x c`` float32.
+
+    Runs on the device of ``taps_nhwc``, where ``taps`` must be too; ``c`` is the crop size (112).
+    """
+    if taps_nhwc.dtype != torch.uint8 or taps_nhwc.ndim != 4 or taps_nhwc.shape[-1] != 3:
+        raise ValueError(f"expected uint8 taps N x H x W x 3, got {taps_nhwc.dtype} {tuple(taps_nhwc.shape)}")
+    crop_h, crop_w = taps.row_weights.shape[1], taps.col_weights.shape[1]
+    x = taps_nhwc.to(torch.float32).div_(255.0)
+    row_w = taps.row_weights.view(2, 1, crop_h, 1, 1)
+    col_w = taps.col_weights.view(2, 1, 1, crop_w, 1)
+    upper, lower = x[:, :crop_h], x[:, crop_h:]
+    # Within each row first, then between rows, as ATen's bilinear kernel sums.
+    upper = upper[:, :, :crop_w] * col_w[0] + upper[:, :, crop_w:] * col_w[1]
+    lower = lower[:, :, :crop_w] * col_w[0] + lower[:, :, crop_w:] * col_w[1]
+    crops_nhwc = upper * row_w[0] + lower * row_w[1]
+    return ((crops_nhwc - taps.mean_rgb) / taps.std_rgb).permute(0, 3, 1, 2).contiguous()
 
 
 def preprocess_frames(frames_nhwc: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """RGB uint8 frames ``N x H x W x 3`` -> normalised crops ``N x 3 x 112 x 112`` float32.
 
-    /255 to [0, 1], bilinear resize to 128 x 171 (``align_corners=False``, no
-    antialiasing), per-channel normalisation, centre crop. Cropping before
-    normalising gives the same numbers as the reference order (normalisation is
-    per pixel) with a fifth of the work.
+    SPEC §3 for a batch of frames on any device: :func:`gather_taps` and
+    :func:`blend_taps` in one call.
     """
     if frames_nhwc.dtype != torch.uint8 or frames_nhwc.ndim != 4 or frames_nhwc.shape[-1] != 3:
         raise ValueError(
             f"expected uint8 frames N x H x W x 3, got {frames_nhwc.dtype} {tuple(frames_nhwc.shape)}"
         )
-    x_nchw = frames_nhwc.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    x_nchw = F.interpolate(x_nchw, size=spec.resize_hw, mode="bilinear", align_corners=False)
-    top, left = spec.crop_top_left
-    crop_h, crop_w = spec.crop_hw
-    x_nchw = x_nchw[:, :, top : top + crop_h, left : left + crop_w]
-    mean = torch.tensor(spec.mean_rgb, dtype=torch.float32, device=x_nchw.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std_rgb, dtype=torch.float32, device=x_nchw.device).view(1, 3, 1, 1)
-    return ((x_nchw - mean) / std).contiguous()
+    taps = crop_taps(frames_nhwc.shape[1], frames_nhwc.shape[2], spec).to(frames_nhwc.device)
+    rows = torch.from_numpy(taps.rows).to(frames_nhwc.device)
+    cols = torch.from_numpy(taps.cols).to(frames_nhwc.device)
+    return blend_taps(frames_nhwc[:, rows[:, None], cols[None, :]], taps)

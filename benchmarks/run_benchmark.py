@@ -1,0 +1,335 @@
+"""Our pipeline against the naive reference mode, side by side on the same videos, in one run.
+
+    python -m benchmarks.run_benchmark --preset cpu-quick --device cpu --precision fp32,bf16
+    python -m benchmarks.run_benchmark --preset full --device cuda:0 --precision fp32,bf16,fp16 \\
+        --model-name r2plus1d_18_16_kinetics,r2plus1d_34_32_ig65m_ft_kinetics,r2plus1d_34_8_ig65m_ft_kinetics
+
+Each mode runs in its own worker process (its own peak RSS and GPU memory); the modes
+take turns, round after round, in alternating order, so load from other processes on a
+shared machine hits them alike. Prints a markdown report (and writes it, with the raw
+numbers as JSON, under ``--out``): frames/s, videos/s, the speed-up over the naive mode,
+peak host RSS, peak GPU memory, the largest relative feature difference to the naive
+mode, the decode ceiling (OpenCV alone, 1 and N streams), the model ceiling (random
+clips on the device) and per-stage costs. Networks have random weights (seed 0): speed
+does not depend on the weight values, and both modes get the same ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from benchmarks.make_dataset import make_dataset
+from benchmarks.naive_reference import naive_peak_bytes
+from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
+from models.r21d.extractor import PRECISIONS, default_decode_workers
+from models.r21d.zoo import MODEL_ZOO
+from utils.video_decode import VideoReader
+
+log = logging.getLogger(__name__)
+GB = 1024**3
+
+
+class WorkerProcess:
+    """A :func:`benchmarks.workers.worker_main` process and its pipe."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        ctx = mp.get_context("spawn")
+        self.config = config
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, config), daemon=True)
+        self.process.start()
+        self._answer()
+
+    def _answer(self) -> dict[str, Any]:
+        answer = self.conn.recv()
+        if not answer.pop("ok"):
+            raise RuntimeError(f"{self.config.mode} worker failed:\n{answer['error']}")
+        return answer
+
+    def ask(self, kind: str, **args: Any) -> dict[str, Any]:
+        self.conn.send({"kind": kind, **args})
+        return self._answer()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send({"kind": "stop"})
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=30)
+
+
+def machine_description(device: str) -> dict[str, str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), cpu)
+        amx = "amx_bf16" in lscpu
+    except OSError:
+        amx = False
+    info = {"cpu": cpu, "cores": str(os.cpu_count()), "amx": "yes" if amx else "no",
+            "memory": f"{psutil.virtual_memory().total / GB:.0f} GiB", "torch": torch.__version__}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def load_text() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape:
+        return float("inf")
+    if want.size == 0:
+        return 0.0
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
+
+
+def video_sizes(paths: list[str]) -> dict[str, tuple[int, int, int]]:
+    """``path -> (frame_count_hint, height, width)`` from the container."""
+    sizes = {}
+    for path in paths:
+        reader = VideoReader(path)
+        sizes[path] = (reader.info.frame_count_hint, reader.info.height, reader.info.width)
+        reader.close()
+    return sizes
+
+
+def benchmark_model(args: argparse.Namespace, model_name: str, paths: list[str], weights_dir: Path) -> dict[str, Any]:
+    """All modes of one model flavour: rounds of end-to-end runs, then ceilings and stages."""
+    sizes = video_sizes(paths)
+    naive_limit = args.naive_max_gb * GB
+    naive_paths = [p for p in paths if naive_peak_bytes(*sizes[p]) <= naive_limit]
+    skipped = {p: naive_peak_bytes(*sizes[p]) / GB for p in paths if p not in naive_paths}
+    for path, need in skipped.items():
+        log.warning("naive mode skips %s: it would need about %.1f GB (limit --naive-max-gb %.1f)",
+                    path, need, args.naive_max_gb)
+    checkpoint = save_random_checkpoint(model_name, weights_dir / f"{model_name}_random_seed0.pth")
+    base = WorkerConfig(mode="ours", model_name=model_name, device=args.device, checkpoint_path=checkpoint,
+                        batch_size=args.batch_size,
+                        decode_workers=args.decode_workers, channels_last=args.channels_last,
+                        num_threads=args.threads)
+    configs = {f"ours {p}": replace(base, precision=p) for p in args.precision}
+    if not args.skip_naive and naive_paths:
+        naive = WorkerConfig(mode="naive", model_name=model_name, device=args.device, checkpoint_path=checkpoint,
+                             num_threads=args.threads)
+        configs = {"naive fp32": naive, **configs}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    extras: dict[str, Any] = {"naive_skipped_gb": skipped}
+    workers = {}
+    try:
+        for name, config in configs.items():
+            workers[name] = WorkerProcess(config)
+        order = list(configs)
+        for round_index in range(args.rounds):
+            for name in order if round_index % 2 == 0 else order[::-1]:
+                todo = naive_paths if name.startswith("naive") else paths
+                log.info("%s: round %d, %s (load %s)", model_name, round_index + 1, name, load_text())
+                runs[name].append(workers[name].ask("run", paths=todo))
+        first_ours = next(n for n in configs if n.startswith("ours"))
+        ours = workers[first_ours]
+        log.info("%s: ceilings and stage times (load %s)", model_name, load_text())
+        extras["decode_ceiling"] = {
+            n: ours.ask("decode_ceiling", paths=paths, streams=n)["frames_per_s"]
+            for n in sorted({1, args.decode_workers or default_decode_workers()})
+        }
+        extras["model_ceiling"] = {
+            name: workers[name].ask("model_ceiling", seconds=args.model_seconds)["frames_per_s"]
+            for name in configs if name.startswith("ours")
+        }
+        extras["stages"] = ours.ask("stages", paths=paths)
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    return {"model_name": model_name, "runs": runs, **extras}
+
+
+def summarize(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per mode: medians over rounds, speed-up over naive per round, max feature error."""
+    runs = result["runs"]
+    naive_runs = runs.get("naive fp32", [])
+    naive_paths = list(naive_runs[0]["videos"]) if naive_runs else []
+    rows = {}
+    for name, mode_runs in runs.items():
+        frames = sum(v.get("frames") or 0 for v in runs[name][0]["videos"].values())
+        if name.startswith("naive"):
+            frames = sum(_frames_of(runs, p) for p in naive_paths)
+        seconds = [r["seconds"] for r in mode_runs]
+        row = {
+            "rounds": len(mode_runs),
+            "frames": frames,
+            "videos": len(mode_runs[0]["videos"]),
+            "seconds": statistics.median(seconds),
+            "frames_per_s": frames / statistics.median(seconds),
+            "frames_per_cpu_s": frames / statistics.median(r["cpu_s"] for r in mode_runs),
+            "videos_per_s": len(mode_runs[0]["videos"]) / statistics.median(seconds),
+            "peak_rss_gb": max(r["peak_rss"] for r in mode_runs) / GB,
+            "peak_gpu_gb": (max(r["peak_gpu"] for r in mode_runs) / GB) if mode_runs[0]["peak_gpu"] is not None else None,
+        }
+        if naive_runs and not name.startswith("naive"):
+            speedups = []
+            for ours_run, naive_run in zip(mode_runs, naive_runs):
+                ours_s = sum(ours_run["videos"][p]["seconds"] for p in naive_paths)
+                speedups.append(naive_run["seconds"] / ours_s)
+            row["speedup"] = statistics.median(speedups)
+            row["speedups"] = speedups
+            row["max_rel_err"] = max(
+                rel_err(mode_runs[0]["features"][p], naive_runs[0]["features"][p]) for p in naive_paths
+            )
+            row["same_windows"] = all(
+                mode_runs[0]["features"][p].shape == naive_runs[0]["features"][p].shape for p in naive_paths
+            )
+        rows[name] = row
+    return rows
+
+
+def _frames_of(runs: dict[str, list[dict[str, Any]]], path: str) -> int:
+    for name, mode_runs in runs.items():
+        if name.startswith("ours"):
+            return mode_runs[0]["videos"][path]["frames"] or 0
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command: str,
+                    loads: tuple[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores, AMX {info['amx']}, {info['memory']} RAM"
+        + (f", GPU {info['gpu']}" if "gpu" in info else "") + f"; torch {info['torch']}.",
+        f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}.",
+        f"Command: `{command}`",
+        f"Device {args.device}; batch_size {args.batch_size}; decode_workers "
+        f"{args.decode_workers or default_decode_workers()}; {args.rounds} rounds, modes in alternating order; "
+        "medians over rounds; random weights (seed 0).",
+        "",
+    ]
+    for result in results:
+        rows = summarize(result)
+        lines += [
+            f"### {result['model_name']}",
+            "",
+            "| mode | frames/s | videos/s | x naive (per round) | frames per CPU-s | peak RSS GB | peak GPU GB "
+            "| max rel err vs naive | same windows |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, row in rows.items():
+            speed = "1.00" if name.startswith("naive") else (
+                f"{row['speedup']:.2f} ({', '.join(f'{s:.2f}' for s in row['speedups'])})" if "speedup" in row else "-"
+            )
+            err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "-"
+            lines.append(
+                f"| {name} | {_fmt(row['frames_per_s'])} | {_fmt(row['videos_per_s'], 3)} | {speed} "
+                f"| {_fmt(row['frames_per_cpu_s'])} | {_fmt(row['peak_rss_gb'], 2)} | {_fmt(row['peak_gpu_gb'], 2)} "
+                f"| {err} | {row.get('same_windows', '-')} |"
+            )
+        if result["naive_skipped_gb"]:
+            skipped = ", ".join(f"{Path(p).name} (~{gb:.0f} GB)" for p, gb in result["naive_skipped_gb"].items())
+            lines.append(f"\nNaive mode skipped (over --naive-max-gb {args.naive_max_gb}): {skipped}; "
+                         "its ratios use the videos it ran.")
+        decode = result["decode_ceiling"]
+        models = result["model_ceiling"]
+        lines += ["", "| ceiling | frames/s |", "|---|---|"]
+        lines += [f"| decode, OpenCV RGB, {n} stream(s) | {fps:.1f} |" for n, fps in decode.items()]
+        lines += [f"| model only, {name}, batch {args.batch_size} | {fps:.1f} |" for name, fps in models.items()]
+        for name, fps in models.items():
+            bound = min(max(decode.values()), fps)
+            lines.append(f"| end to end / min(decode, model), {name} | {rows[name]['frames_per_s'] / bound:.0%} |")
+        stages = result["stages"]
+        lines += [
+            "",
+            "Stage costs, each stage alone (ms per frame): "
+            f"decode {1e3 * stages['decode_s_per_frame']:.2f}, "
+            f"tap gather {1e3 * stages['gather_s_per_frame']:.3f}, "
+            f"blend + normalise {1e3 * stages['blend_s_per_frame']:.3f}, "
+            + ", ".join(f"model ({name}) {1e3 / fps:.2f}" for name, fps in models.items()) + ".",
+            "",
+            "| video | frames | " + " | ".join(f"{name} s" for name in rows) + " | naive peak RSS GB |",
+            "|---|---|" + "---|" * len(rows) + "---|",
+        ]
+        runs = result["runs"]
+        first_ours = next(n for n in runs if n.startswith("ours"))
+        for path, video in runs[first_ours][0]["videos"].items():
+            cells = []
+            for name in rows:
+                per_round = [r["videos"][path]["seconds"] for r in runs[name] if path in r["videos"]]
+                cells.append(_fmt(statistics.median(per_round), 2) if per_round else "skipped")
+            naive_rss = [r["videos"][path]["peak_rss"] for r in runs.get("naive fp32", []) if path in r["videos"]]
+            lines.append(f"| {Path(path).name} | {video['frames']} | " + " | ".join(cells)
+                         + f" | {_fmt(max(naive_rss) / GB, 2) if naive_rss else '-'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "tiny"))
+    parser.add_argument("--videos", default=None, help="folder of the benchmark set (default bench_out/videos/<preset>)")
+    parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--model-name", default="r2plus1d_18_16_kinetics", help="comma-separated flavours")
+    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--decode-workers", type=int, default=None)
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every worker")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model-seconds", type=float, default=10.0, help="how long to time the model ceiling")
+    parser.add_argument("--naive-max-gb", type=float, default=psutil.virtual_memory().available / GB / 2,
+                        help="skip the naive mode on videos that would need more host memory")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--out", default="bench_out/results")
+    args = parser.parse_args(argv)
+    args.model_name = args.model_name.split(",")
+    args.precision = args.precision.split(",")
+    for key, values, allowed in (("--model-name", args.model_name, MODEL_ZOO), ("--precision", args.precision, PRECISIONS)):
+        for value in values:
+            if value not in allowed:
+                parser.error(f"{key} {value!r} is unknown; allowed: {', '.join(allowed)}")
+    args.channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    command = "python -m benchmarks.run_benchmark " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    paths = [str(p) for p in make_dataset(args.preset, Path(args.videos or f"bench_out/videos/{args.preset}"))]
+    info = machine_description(args.device)
+    load_before = load_text()
+    with tempfile.TemporaryDirectory() as weights_dir:
+        results = [benchmark_model(args, name, paths, Path(weights_dir)) for name in args.model_name]
+    report = markdown_report(results, info, command, (load_before, load_text()), args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"benchmark-{stamp}.md").write_text(report)
+    raw = [{**r, "runs": {n: [{k: v for k, v in run.items() if k != "features"} for run in rs]
+                          for n, rs in r["runs"].items()}} for r in results]
+    (out / f"benchmark-{stamp}.json").write_text(json.dumps({"args": vars(args), "machine": info, "results": raw},
+                                                            indent=1, default=str))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
