@@ -78,3 +78,13 @@ def test_print_shows_the_metadata_after_the_features(tmp_path, video):
     assert keys_in_order == ["r21d", *METADATA_KEYS]
     assert "[[ 0  8]\n [ 8 16]\n [16 24]]" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_with_extraction_fps_the_spans_count_the_reencoded_frames(tmp_path, video):
+    # 24 frames at 12 fps re-encoded to 6 fps: 12 frames, one window of 8 frames = 1.33 s
+    code, _, err = run_cli_quietly(tmp_path, video, extraction_fps=6, save_metadata=True)
+    assert code == 0, err
+    folder = tmp_path / "out" / "r21d" / MODEL
+    assert float(np.load(folder / "clip_fps.npy")) == pytest.approx(6.0)
+    assert np.load(folder / "clip_window_frames.npy").tolist() == [[0, 8]]
+    np.testing.assert_allclose(np.load(folder / "clip_window_times_s.npy"), [[0.0, 8 / 6]], atol=1e-9)
