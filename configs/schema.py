@@ -40,6 +40,8 @@ class R21DConfig:
     shard_index: int = 0
     debug: bool = False
     progress: bool = True
+    save_plots: bool = False
+    save_metadata: bool = False
 
 
 def register_configs() -> None:

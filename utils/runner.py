@@ -96,8 +96,12 @@ def run_extraction(
     report_path: str | os.PathLike | None = None,
     debug: bool = False,
     progress: bool = True,
+    with_metadata: bool = False,
 ) -> RunSummary:
-    """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video."""
+    """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video.
+
+    ``with_metadata``: also write each video's window spans (see :mod:`utils.metadata`).
+    """
     summary = RunSummary()
     report = RunReport(report_path)
     todo = []
@@ -121,7 +125,7 @@ def run_extraction(
                 if debug:
                     log.error("%s failed", path, exc_info=result)
             else:
-                features = result.as_dict()
+                features = result.as_dict(metadata=True) if with_metadata else result.as_dict()
                 first = next(iter(features.values()), np.zeros((0, 0)))
                 outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
                 try:

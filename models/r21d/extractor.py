@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from utils.ffmpeg import FFmpegError, find_ffmpeg, reencode_fps, reencoded_path
+from utils.metadata import window_metadata
 from utils.prefetch import prefetch_in_order
 from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader
 from utils.window_stream import WindowStream
@@ -70,8 +71,13 @@ class VideoFeatures:
     logits: np.ndarray | None = None
     feature_type: str = FEATURE_TYPE
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {self.feature_type: self.features}
+    def as_dict(self, metadata: bool = False) -> dict[str, np.ndarray]:
+        """``{"r21d": features}``; with ``metadata`` also the window spans of
+        :func:`utils.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``)."""
+        out = {self.feature_type: self.features}
+        if metadata:
+            out.update(window_metadata(self.window_bounds, self.fps))
+        return out
 
 
 @dataclass(frozen=True)
