@@ -13,6 +13,7 @@ from models import get_extractor_class
 from .ffmpeg import FFmpegError
 from .path_list import PathListError, check_unique_stems, collect_video_paths, shard
 from .predictions import format_window_predictions
+from .ray_runner import RAY_KEYS, RUNNERS, RaySettings, run_on_ray
 from .runner import RunSummary, run_extraction
 from .metadata import METADATA_KEYS
 from .plots import PlotsUnavailableError, plot_paths, require_matplotlib, save_video_plots
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 # Keys that steer the run; every other key is an argument of the extractor class.
 RUN_KEYS = (
     "feature_type", "video_paths", "file_with_video_paths", "on_extraction", "output_path",
-    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata",
+    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata", *RAY_KEYS,
 )
 EXIT_BAD_CONFIG = 2
 
@@ -33,6 +34,9 @@ class SettingsError(ValueError):
 
 
 def check_run_settings(settings: Mapping[str, Any]) -> None:
+    runner = settings.get("runner", "local")
+    if runner not in RUNNERS:
+        raise SettingsError(f"runner={runner!r} is unknown; allowed: {', '.join(RUNNERS)}")
     on_extraction = settings.get("on_extraction", "print")
     if on_extraction not in ON_EXTRACTION_CHOICES:
         raise SettingsError(
@@ -82,6 +86,20 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
         paths = shard(paths, int(settings.get("num_shards", 1)), int(settings.get("shard_index", 0)))
         extractor_cls = get_extractor_class(settings.get("feature_type", "r21d"))
         extractor_args = {k: v for k, v in settings.items() if k not in RUN_KEYS}
+        if settings.get("runner", "local") == "ray":
+            # Workers build the extractor; setup problems still come back before any video is touched.
+            summary, report_path = run_on_ray(
+                paths, extractor_args,
+                feature_type=settings.get("feature_type", "r21d"),
+                on_extraction=settings.get("on_extraction", "print"),
+                output_path=settings.get("output_path", "./output"),
+                ray_settings=RaySettings.from_settings(settings),
+                debug=bool(settings.get("debug", False)),
+                progress=bool(settings.get("progress", True)),
+                with_metadata=save_metadata,
+                save_plots=save_plots,
+            )
+            return _finish(summary, report_path, stderr)
         extractor_args["show_pred"] = show_pred or save_plots  # the timeline picture needs the logits
         extractor = extractor_cls(**extractor_args)
     except setup_errors as exc:
@@ -118,6 +136,10 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
         progress=bool(settings.get("progress", True)),
         with_metadata=save_metadata,
     )
+    return _finish(summary, report_path, stderr)
+
+
+def _finish(summary: RunSummary, report_path: Path | None, stderr: TextIO) -> int:
     print(summary.format(), file=stderr)
     if report_path is not None:
         print(f"Run report: {os.fspath(report_path)}", file=stderr)
