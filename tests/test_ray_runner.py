@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 from models.r21d.builders import build_network
 from models.r21d.zoo import get_record
 from utils.cli import run_cli
-from utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, plan_workers
+from utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
+from utils.runner import VideoOutcome
 from utils.sinks import load_feature_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +131,23 @@ def test_runner_ray_without_ray_installed_says_how_to_install(tmp_path: Path) ->
     assert not (tmp_path / "out").exists()
 
 
+def test_ray_keys_compose_with_types_and_local_defaults() -> None:
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415 (config tests only)
+    from hydra.errors import ConfigCompositionException  # noqa: PLC0415
+
+    from configs.schema import register_configs  # noqa: PLC0415
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        default = compose("config")
+        assert (default.runner, default.ray_address, default.ray_num_workers) == ("local", None, None)
+        cfg = compose("config", overrides=["runner=ray", "ray_address=auto", "ray_num_workers=2",
+                                           "ray_gpus_per_worker=0.5", "ray_cpus_per_worker=4"])
+        assert (cfg.runner, cfg.ray_address, cfg.ray_num_workers, cfg.ray_gpus_per_worker) == ("ray", "auto", 2, 0.5)
+        with pytest.raises(ConfigCompositionException, match="ray_num_workers"):
+            compose("config", overrides=["ray_num_workers=two"])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -186,6 +205,61 @@ def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict
 
     broken = ExtractionWorker("r21d", {**kwargs, "stack_size": 0}, "save_numpy", settings["output_path"])
     assert broken.ready()["error"].startswith("stack_size=0 is invalid")
+
+
+class _FakeRay:
+    """Just enough of Ray to drive _RayRun in-process: an actor dies whenever it holds ``poison``."""
+
+    class _Error(Exception):
+        pass
+
+    exceptions = SimpleNamespace(RayActorError=_Error, RayTaskError=_Error)
+
+    def __init__(self, poison: str) -> None:
+        self.poison = poison
+        self.actors_started = 0
+
+    def remote(self, cls: type) -> SimpleNamespace:
+        return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=self._actor))
+
+    def _actor(self, *args) -> SimpleNamespace:  # noqa: ANN002
+        self.actors_started += 1
+        held: list[str] = []
+        state = {"dead": False}
+
+        def exchange(paths: list[str], close: bool, wait_s: float) -> list[VideoOutcome]:
+            held.extend(paths)
+            if state["dead"] or os.path.abspath(self.poison) in held:
+                state["dead"] = True
+                raise self._Error("The actor died unexpectedly before finishing this task.")
+            done = [VideoOutcome(path=p, status="done", windows=1, frames=16) for p in held]
+            held.clear()
+            return done
+
+        ready = {"error": None, "pid": self.actors_started, "model_name": MODEL, "feature_type": "r21d", "device": "cpu"}
+        call = lambda fn: SimpleNamespace(remote=lambda *a: (lambda: fn(*a)))  # noqa: E731 (a ref is a thunk)
+        return SimpleNamespace(ready=call(lambda: ready), exchange=call(exchange), state=state)
+
+    def wait(self, refs: list, num_returns: int = 1) -> tuple[list, list]:
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):  # noqa: ANN001, ANN201
+        return ref()
+
+    def kill(self, actor: SimpleNamespace) -> None:
+        actor.state["dead"] = True
+
+
+def test_video_that_kills_its_worker_fails_alone_and_the_rest_completes(tmp_path: Path) -> None:
+    paths = [f"v{i:02d}.mp4" for i in range(10)]
+    fake = _FakeRay(poison="v05.mp4")  # held with v03, v04; retried after them
+    plan = WorkerPlan(num_workers=2, gpus_per_worker=0, cpus_per_worker=1, decode_workers=1)
+    summary, report_path = _RayRun(fake, plan, (), paths, str(tmp_path), progress=False).run()
+    assert [(o.path, o.status) for o in summary.outcomes] == [(p, "failed" if p == "v05.mp4" else "done") for p in paths]
+    assert summary.failed[0].reason == (
+        "its Ray worker died 2 times while extracting it (last: The actor died unexpectedly before finishing this task)")
+    assert fake.actors_started == 3  # replaced after the first crash; after the second nothing was left to do
+    assert len(report_path.read_text().splitlines()) == len(paths)
 
 
 # ---------------------------------------------------------------------- on a local Ray cluster

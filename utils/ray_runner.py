@@ -213,6 +213,7 @@ class ExtractionWorker:
         self._outbox: queue.Queue = queue.Queue()
         self._fatal: BaseException | None = None
         self._stopping = False
+        self._t_last = time.perf_counter()  # when the previous video of this session finished
         try:
             self.extractor = get_extractor_class(feature_type)(**extractor_kwargs)
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
@@ -266,15 +267,16 @@ class ExtractionWorker:
             self._fatal = exc
 
     def _run_session(self) -> None:
-        t_last = time.perf_counter()
         for path, result in self.extractor.extract_many(self._paths_to_extract()):
             outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
             now = time.perf_counter()
-            outcome.seconds, t_last = round(now - t_last, 3), now
+            outcome.seconds, self._t_last = round(now - self._t_last, 3), now
             self._outbox.put(outcome)
 
     def _paths_to_extract(self):  # noqa: ANN202 (generator of str)
-        for path in iter(self._inbox.get, _CLOSE):
+        for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
+            if index == 0:  # seconds count from here, not from the idle wait for work
+                self._t_last = time.perf_counter()
             skipped = skip_if_done(self.sink, path)
             if skipped is not None:
                 self._outbox.put(skipped)
@@ -430,7 +432,11 @@ class _RayRun:
                     f"its Ray worker died {self.deaths[path]} times while extracting it (last: {reason})")))
             else:
                 self.retries.append(path)
-        self._start(slot)
+        if self.fresh or self.retries:
+            self._start(slot)
+        else:  # nothing left for a new worker to do
+            slot.actor = slot.ref = None
+            slot.started, slot.outstanding = False, []
 
 
 def death_reason(exc: BaseException) -> str:
