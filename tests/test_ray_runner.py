@@ -18,60 +18,43 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from models.r21d.builders import build_network
-from models.r21d.zoo import get_record
+from tests.conftest import REPO_ROOT, run_main, synthetic_frames, write_video
 from utils.cli import run_cli
 from utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
 from utils.runner import VideoOutcome
 from utils.sinks import load_feature_file
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "r2plus1d_18_16_kinetics"
 GOOD_FRAMES = (16, 20, 24, 17, 18, 22, 16, 19, 21)  # nine small videos of different lengths and sizes
 SHORT_FRAMES = 3  # shorter than one window: a (0, 512) output, not a failure
 
 
-def _write_video(path: Path, num_frames: int, width: int, height: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
-    base = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        writer.write(np.roll(base, 3 * t, axis=1))  # moving texture: every window differs
-    writer.release()
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def dataset(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Path]) -> dict:
     """A dozen inputs (9 good, 1 too short, 2 bad) and a checkpoint every process loads alike."""
     folder = tmp_path_factory.mktemp("ray_videos")
     good = []
     for i, n in enumerate(GOOD_FRAMES):
-        path = folder / f"good_{i:02d}.mp4"
-        _write_video(path, n, 64 + 16 * (i % 3), 48 + 8 * (i % 2), seed=i)
-        good.append(str(path))
-    short = folder / "short.mp4"
-    _write_video(short, SHORT_FRAMES, 64, 48, seed=99)
+        frames = synthetic_frames(n, 48 + 8 * (i % 2), 64 + 16 * (i % 3), seed=i)
+        good.append(str(write_video(folder / f"good_{i:02d}.mp4", frames)))
+    short = write_video(folder / "short.mp4", synthetic_frames(SHORT_FRAMES, 48, 64, seed=99))
     junk = folder / "junk.mp4"
     junk.write_bytes(b"this is not a video\n" * 10)
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(Path(good[0]).read_bytes()[:3000])
-    checkpoint = folder / "r2plus1d_18.pth"
-    torch.manual_seed(0)
-    torch.save(build_network(get_record(MODEL)).state_dict(), checkpoint)
     bad = [str(junk), str(truncated)]
     return {"all": good[:5] + bad[:1] + [str(short)] + good[5:] + bad[1:], "good": good + [str(short)],
-            "bad": bad, "checkpoint": str(checkpoint)}
+            "bad": bad, "checkpoint": str(checkpoints[MODEL])}
 
 
 def _settings(dataset: dict, output_path: Path, **extra) -> dict:
     return {
         "video_paths": dataset["all"], "model_name": MODEL, "device": "cpu", "checkpoint_path": dataset["checkpoint"],
-        "stack_size": 4, "step_size": 8, "batch_size": 4, "on_extraction": "save_numpy",
+        "stack_size": 4, "step_size": 8, "batch_size": 4, "on_extraction": "save_numpy", "save_metadata": True,
         "output_path": str(output_path), "tmp_path": str(output_path.parent / "tmp"), "progress": False, **extra,
     }
 
@@ -89,7 +72,7 @@ def _report(output_path: Path) -> list[dict]:
 def _assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
     assert sorted(got) == sorted(want)
     for name, array in want.items():
-        assert got[name].dtype == np.float32 and got[name].shape == array.shape, name
+        assert got[name].dtype == array.dtype and got[name].shape == array.shape, name
         np.testing.assert_array_equal(got[name], array, err_msg=name)
 
 
@@ -109,8 +92,9 @@ def reference(dataset: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         torch.set_num_threads(threads)
     assert code == 1  # the two bad videos
     outputs = _outputs(out)
-    assert len(outputs) == len(dataset["good"])
+    assert len([name for name in outputs if name.endswith("_r21d.npy")]) == len(dataset["good"])
     assert outputs["short_r21d.npy"].shape == (0, 512)
+    assert "good_00_window_times_s.npy" in outputs  # save_metadata: the window spans too
     return outputs
 
 
@@ -119,12 +103,9 @@ def test_runner_ray_without_ray_installed_says_how_to_install(tmp_path: Path) ->
     no_ray = tmp_path / "no_ray" / "ray"
     no_ray.mkdir(parents=True)
     (no_ray / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
-    env = {**os.environ, "PYTHONPATH": str(no_ray.parent)}
-    proc = subprocess.run(
-        [sys.executable, "main.py", "feature_type=r21d", "runner=ray", "device=cpu", "random_weights=true",
-         "video_paths=[./sample/bbb_4x3_25fps.mp4]", "on_extraction=save_numpy", f"output_path={tmp_path / 'out'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+    proc = run_main("feature_type=r21d", "runner=ray", "device=cpu", "random_weights=true",
+                    "video_paths=[./sample/bbb_4x3_25fps.mp4]", "on_extraction=save_numpy",
+                    f"output_path={tmp_path / 'out'}", env={"PYTHONPATH": str(no_ray.parent)}, timeout=120)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ['error: runner=ray needs Ray, which is not installed: pip install ".[ray]"']
@@ -138,7 +119,7 @@ def test_ray_keys_compose_with_types_and_local_defaults() -> None:
     from configs.schema import register_configs  # noqa: PLC0415
 
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         default = compose("config")
         assert (default.runner, default.ray_address, default.ray_num_workers) == ("local", None, None)
         cfg = compose("config", overrides=["runner=ray", "ray_address=auto", "ray_num_workers=2",
@@ -154,11 +135,12 @@ def test_ray_keys_compose_with_types_and_local_defaults() -> None:
         ({"runner": "dask"}, "runner='dask' is unknown; allowed: local, ray"),
         ({"runner": "ray", "on_extraction": "print"}, "runner=ray saves features to files"),
         ({"runner": "ray", "show_pred": True}, "show_pred=true prints predictions and needs runner=local"),
+        ({"runner": "ray", "save_plots": True}, "save_plots=true draws pictures"),
         ({"runner": "ray", "ray_num_workers": 0}, "ray_num_workers=0 is invalid"),
     ],
 )
 def test_runner_settings_refused_before_any_work(tmp_path: Path, extra: dict, message: str) -> None:
-    settings = {"video_paths": str(ROOT / "sample" / "bbb_4x3_25fps.mp4"), "device": "cpu", "random_weights": True,
+    settings = {"video_paths": str(REPO_ROOT / "sample" / "bbb_4x3_25fps.mp4"), "device": "cpu", "random_weights": True,
                 "on_extraction": "save_numpy", "output_path": str(tmp_path / "out"), **extra}
     stderr = io.StringIO()
     assert run_cli(settings, stdout=io.StringIO(), stderr=stderr) == 2
@@ -187,7 +169,8 @@ def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict
     kwargs = {k: settings[k] for k in ("model_name", "device", "checkpoint_path", "stack_size", "step_size",
                                       "batch_size", "tmp_path")}
     threads = torch.get_num_threads()
-    worker = ExtractionWorker("r21d", kwargs, "save_numpy", settings["output_path"], num_threads=1)
+    worker = ExtractionWorker("r21d", kwargs, "save_numpy", settings["output_path"], num_threads=1,
+                              with_metadata=True)
     try:
         assert worker.ready()["error"] is None
         paths = dataset["all"][4:7]  # good, junk, short
@@ -200,7 +183,7 @@ def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict
         worker.stop()
         torch.set_num_threads(threads)
     assert {o.path: o.status for o in outcomes} == {p: "failed" if p in dataset["bad"] else "done" for p in paths}
-    written = {f"{Path(p).stem}_r21d.npy" for p in paths if p not in dataset["bad"]}
+    written = {name for name in reference if any(name.startswith(Path(p).stem + "_") for p in paths)}
     _assert_same_outputs(_outputs(tmp_path / "out"), {name: reference[name] for name in written})
 
     broken = ExtractionWorker("r21d", {**kwargs, "stack_size": 0}, "save_numpy", settings["output_path"])
@@ -326,13 +309,13 @@ def test_cli_joins_cluster_and_survives_a_killed_worker(dataset: dict, reference
     list_file = tmp_path / "videos.txt"
     list_file.write_text("\n".join(dataset["all"]) + "\n")
     s = _settings(dataset, out)
-    args = [sys.executable, "main.py", "feature_type=r21d", "runner=ray", f"ray_address={ray_cluster}",
+    args = [sys.executable, str(REPO_ROOT / "main.py"), "feature_type=r21d", "runner=ray", f"ray_address={ray_cluster}",
             "ray_num_workers=2", f"file_with_video_paths={list_file}", f"model_name={MODEL}", "device=cpu",
             f"checkpoint_path={s['checkpoint_path']}", "stack_size=4", "step_size=8", "batch_size=4",
-            "on_extraction=save_numpy", f"output_path={out}", f"tmp_path={s['tmp_path']}", "progress=false"]
+            "on_extraction=save_numpy", "save_metadata=true", f"output_path={out}", f"tmp_path={s['tmp_path']}", "progress=false"]
     log_path = tmp_path / "stderr.txt"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
         try:
             pids = lambda: [int(p) for p in re.findall(r"Ray worker \d+ ready \(pid (\d+)", log_path.read_text())]  # noqa: E731
             _wait_for(lambda: len(pids()) == 2 or proc.poll() is not None, 180, "two Ray workers")
