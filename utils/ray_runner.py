@@ -474,7 +474,13 @@ def run_on_ray(
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=ray_settings.address, logging_level=logging.DEBUG if debug else logging.WARNING)
+        try:
+            ray.init(address=ray_settings.address, logging_level=logging.DEBUG if debug else logging.WARNING)
+        except (ConnectionError, SystemExit) as exc:  # Ray exits when the GCS at the address never answers
+            raise RaySetupError(
+                f"ray_address={ray_settings.address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
+                "start one with `ray start --head`, or set ray_address=null for a local one"
+            ) from None
     try:
         nodes = [
             (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
