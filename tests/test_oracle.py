@@ -1,6 +1,7 @@
 """The streaming, batched pipeline against the naive oracle of tests/oracle.py (CPU, float32)."""
 
 import numpy as np
+import torch
 import pytest
 
 from models.r21d import R21DExtractor
@@ -72,3 +73,12 @@ def test_ig65m_flavours_match_oracle(checkpoints, make_video, name, stack, step,
     extractor = R21DExtractor(name, device="cpu", checkpoint_path=str(checkpoints[name]),
                               stack_size=stack, step_size=step, batch_size=2)
     check_against_oracle(extractor, make_video("clip.mp4", num_frames=frames), min_windows=1)
+
+
+def test_random_weights_are_the_same_network_in_every_build(make_video):
+    video = make_video("clip.mp4", num_frames=8)
+    first = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(video)["r21d"]
+    torch_state = torch.random.get_rng_state()
+    second = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(video)["r21d"]
+    assert np.array_equal(first, second)
+    assert torch.equal(torch_state, torch.random.get_rng_state())  # caller's RNG untouched

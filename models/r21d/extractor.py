@@ -47,6 +47,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 CHUNK_BYTES = 48 * 1024 * 1024
 MAX_CHUNK_FRAMES = 64
 MAX_QUEUED_CHUNKS = 2
+RANDOM_WEIGHTS_SEED = 0
 
 
 class ConfigError(ValueError):
@@ -182,7 +183,11 @@ class R21DExtractor:
 
     # ------------------------------------------------------------------ model
     def _build_model(self, checkpoint_path: str | None, random_weights: bool) -> str:
-        network = build_network(self.record)
+        # A fixed seed makes random_weights=true the same network in every process (workers,
+        # shards, reruns), without touching the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            network = build_network(self.record)
         if random_weights:
             if checkpoint_path is not None:
                 raise ConfigError("random_weights=true and checkpoint_path are exclusive: drop one of them")
