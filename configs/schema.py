@@ -40,6 +40,14 @@ class R21DConfig:
     shard_index: int = 0
     debug: bool = False
     progress: bool = True
+    save_plots: bool = False
+    save_metadata: bool = False
+    # Scale-out on Ray (pip install ".[ray]"); runner=local ignores the ray_* keys.
+    runner: str = "local"
+    ray_address: Optional[str] = None
+    ray_num_workers: Optional[int] = None
+    ray_gpus_per_worker: Optional[float] = None
+    ray_cpus_per_worker: Optional[float] = None
 
 
 def register_configs() -> None:

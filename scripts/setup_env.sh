@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or reuse) a virtual environment with the project and its test tools installed.
+# Create (or reuse) a virtual environment with the project, its test tools and the ray extra installed.
 # Usage: bash scripts/setup_env.sh [VENV_DIR]   (default: $R21D_VENV or ./.venv)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +13,7 @@ fi
 stamp="$venv/.r21d-deps-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$root[test]"
+    "$venv/bin/python" -m pip install -q -e "$root[test,ray]"
     touch "$stamp"
 fi
 echo "$venv"

@@ -1,6 +1,7 @@
 """The streaming, batched pipeline against the naive oracle of tests/oracle.py (CPU, float32)."""
 
 import numpy as np
+import torch
 import pytest
 
 from models.r21d import R21DExtractor
@@ -32,16 +33,16 @@ def r18(checkpoints):
 
 @pytest.mark.parametrize(
     "stack,step,batch",
-    [(None, None, 16), (16, 8, 3), (6, 10, 2), (4, 4, 1), (5, 3, 4)],  # default, overlap, gaps, tiny, odd
+    [(None, None, 16), (16, 8, 3), (6, 10, 2), (4, 7, 1), (5, 3, 4)],  # default, overlap, gaps, tiny, odd
 )
 def test_r18_matches_oracle_for_window_settings(r18, make_video, stack, step, batch):
-    video = make_video("clip.mp4", num_frames=41, height=48, width=64)
+    video = make_video("clip.mp4", num_frames=33, height=48, width=64)
     check_against_oracle(r18(stack_size=stack, step_size=step, batch_size=batch), video, min_windows=2)
 
 
 def test_r18_matches_oracle_on_a_real_sample(r18):
-    # 480x270 at 30 fps: real codec output, a 16:9 frame, 9 windows in 2 batches of 5 and 4.
-    check_against_oracle(r18(batch_size=5), SAMPLES[0], min_windows=9)
+    # 480x270 H.264 at 30 fps (158 frames), gapped windows: 8 windows of 4 frames, batches of 5 and 3.
+    check_against_oracle(r18(stack_size=4, step_size=20, batch_size=5), SAMPLES[0], min_windows=8)
 
 
 def test_clip_shorter_than_a_window_gives_empty_features(r18, make_video, caplog):
@@ -53,10 +54,10 @@ def test_clip_shorter_than_a_window_gives_empty_features(r18, make_video, caplog
 
 
 def test_batching_does_not_change_features(r18, make_video):
-    video = make_video("clip.mp4", num_frames=30)
+    video = make_video("clip.mp4", num_frames=20)
     one = r18(stack_size=4, step_size=2, batch_size=1).extract(video)["r21d"]
     many = r18(stack_size=4, step_size=2, batch_size=7).extract(video)["r21d"]
-    assert one.shape == (14, 512)
+    assert one.shape == (9, 512)
     assert rel_err(many, one) <= REL_TOL
 
 
@@ -72,3 +73,12 @@ def test_ig65m_flavours_match_oracle(checkpoints, make_video, name, stack, step,
     extractor = R21DExtractor(name, device="cpu", checkpoint_path=str(checkpoints[name]),
                               stack_size=stack, step_size=step, batch_size=2)
     check_against_oracle(extractor, make_video("clip.mp4", num_frames=frames), min_windows=1)
+
+
+def test_random_weights_are_the_same_network_in_every_build(make_video):
+    video = make_video("clip.mp4", num_frames=8)
+    first = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(video)["r21d"]
+    torch_state = torch.random.get_rng_state()
+    second = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(video)["r21d"]
+    assert np.array_equal(first, second)
+    assert torch.equal(torch_state, torch.random.get_rng_state())  # caller's RNG untouched

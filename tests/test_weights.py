@@ -116,7 +116,7 @@ def test_non_tensor_pickle_is_refused(tmp_path):
         def __reduce__(self):
             return (Path.touch, (tmp_path / "pwned",))
 
-    evil.write_bytes(pickle.dumps(Boom()))
+    evil.write_bytes(pickle.dumps(Boom(), protocol=2))
     with pytest.raises(WeightsUnavailableError, match="cannot load weights"):
         R21DExtractor(device="cpu", checkpoint_path=str(evil))
     assert not (tmp_path / "pwned").exists()

@@ -13,15 +13,18 @@ from models import get_extractor_class
 from .ffmpeg import FFmpegError
 from .path_list import PathListError, check_unique_stems, collect_video_paths, shard
 from .predictions import format_window_predictions
+from .ray_runner import RAY_KEYS, RUNNERS, RaySettings, run_on_ray
 from .runner import RunSummary, run_extraction
-from .sinks import ON_EXTRACTION_CHOICES, make_sink
+from .metadata import METADATA_KEYS
+from .plots import PlotsUnavailableError, plot_paths, require_matplotlib, save_video_plots
+from .sinks import ON_EXTRACTION_CHOICES, Sink, make_sink
 
 log = logging.getLogger(__name__)
 
 # Keys that steer the run; every other key is an argument of the extractor class.
 RUN_KEYS = (
     "feature_type", "video_paths", "file_with_video_paths", "on_extraction", "output_path",
-    "num_shards", "shard_index", "debug", "progress",
+    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata", *RAY_KEYS,
 )
 EXIT_BAD_CONFIG = 2
 
@@ -31,6 +34,9 @@ class SettingsError(ValueError):
 
 
 def check_run_settings(settings: Mapping[str, Any]) -> None:
+    runner = settings.get("runner", "local")
+    if runner not in RUNNERS:
+        raise SettingsError(f"runner={runner!r} is unknown; allowed: {', '.join(RUNNERS)}")
     on_extraction = settings.get("on_extraction", "print")
     if on_extraction not in ON_EXTRACTION_CHOICES:
         raise SettingsError(
@@ -44,6 +50,21 @@ def check_run_settings(settings: Mapping[str, Any]) -> None:
         )
 
 
+class _WithPlots:
+    """A sink whose videos only count as done when their plots exist too (the plots are
+    drawn by the run's ``on_result`` hook, before the features are written)."""
+
+    def __init__(self, sink: Sink, plot_dir: Path) -> None:
+        self.sink, self.plot_dir = sink, plot_dir
+
+    def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
+        return self.sink.write(video_path, feats)
+
+    def is_done(self, video_path: str) -> bool:
+        plots = plot_paths(self.plot_dir, video_path).values()
+        return self.sink.is_done(video_path) and all(p.is_file() for p in plots)
+
+
 def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     """Run an extraction as the command line does; returns the process exit status.
 
@@ -52,39 +73,73 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
     settings = dict(settings)
     from models.r21d.weights import WeightsUnavailableError  # noqa: PLC0415 (one error type of the zoo)
 
-    setup_errors = (ValueError, PathListError, WeightsUnavailableError, FFmpegError)
+    save_plots = bool(settings.get("save_plots", False))
+    save_metadata = bool(settings.get("save_metadata", False))
+    show_pred = bool(settings.get("show_pred", False))
+    setup_errors = (ValueError, PathListError, WeightsUnavailableError, FFmpegError, PlotsUnavailableError)
     try:
         check_run_settings(settings)
+        if save_plots:
+            require_matplotlib()
         paths = collect_video_paths(settings.get("video_paths"), settings.get("file_with_video_paths"))
         check_unique_stems(paths)
         paths = shard(paths, int(settings.get("num_shards", 1)), int(settings.get("shard_index", 0)))
         extractor_cls = get_extractor_class(settings.get("feature_type", "r21d"))
-        extractor = extractor_cls(**{k: v for k, v in settings.items() if k not in RUN_KEYS})
+        extractor_args = {k: v for k, v in settings.items() if k not in RUN_KEYS}
+        if settings.get("runner", "local") == "ray":
+            # Workers build the extractor; setup problems still come back before any video is touched.
+            summary, report_path = run_on_ray(
+                paths, extractor_args,
+                feature_type=settings.get("feature_type", "r21d"),
+                on_extraction=settings.get("on_extraction", "print"),
+                output_path=settings.get("output_path", "./output"),
+                ray_settings=RaySettings.from_settings(settings),
+                debug=bool(settings.get("debug", False)),
+                progress=bool(settings.get("progress", True)),
+                with_metadata=save_metadata,
+                save_plots=save_plots,
+            )
+            return _finish(summary, report_path, stderr)
+        extractor_args["show_pred"] = show_pred or save_plots  # the timeline picture needs the logits
+        extractor = extractor_cls(**extractor_args)
     except setup_errors as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_CONFIG
 
     on_extraction = settings.get("on_extraction", "print")
     output_path = settings.get("output_path", "./output")
+    output_dir = Path(output_path) / extractor.feature_type / extractor.model_name
     sink = make_sink(on_extraction, output_path, extractor.feature_type, extractor.model_name,
-                     extractor.record.feature_dim, stdout)
-    report_path = None
-    if on_extraction != "print":
-        report_path = Path(output_path) / extractor.feature_type / extractor.model_name / "run_report.jsonl"
+                     extractor.record.feature_dim, stdout, METADATA_KEYS if save_metadata else ())
+    if save_plots:
+        sink = _WithPlots(sink, output_dir)
+    report_path = output_dir / "run_report.jsonl" if on_extraction != "print" else None
 
-    def show(result: Any) -> None:
-        if result.logits is not None:
+    def on_result(result: Any) -> None:
+        if show_pred:
             print(f"Predictions for {result.path}:", file=stdout)
             print(format_window_predictions(result.window_bounds, result.logits, extractor.labels),
                   end="", file=stdout, flush=True)
+        if save_plots:
+            random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
+            written = save_video_plots(
+                output_dir, result.path, result.features, result.window_bounds, result.fps, result.logits,
+                extractor.labels, title=f"{Path(result.path).name} - {extractor.model_name}{random_note}",
+            )
+            log.info("plots of %s: %s", result.path, ", ".join(map(os.fspath, written)))
 
     summary: RunSummary = run_extraction(
         extractor, paths, sink,
-        on_result=show if settings.get("show_pred") else None,
+        on_result=on_result if show_pred or save_plots else None,
         report_path=report_path,
         debug=bool(settings.get("debug", False)),
         progress=bool(settings.get("progress", True)),
+        with_metadata=save_metadata,
     )
+    return _finish(summary, report_path, stderr)
+
+
+def _finish(summary: RunSummary, report_path: Path | None, stderr: TextIO) -> int:
     print(summary.format(), file=stderr)
     if report_path is not None:
         print(f"Run report: {os.fspath(report_path)}", file=stderr)

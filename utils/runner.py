@@ -88,6 +88,47 @@ class RunReport:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def skip_if_done(sink: Sink, path: str) -> VideoOutcome | None:
+    """A "skipped" outcome when ``path``'s output already exists and loads, else None."""
+    if not sink.is_done(path):
+        return None
+    log.info("skipping %s: its output already exists and loads", path)
+    return VideoOutcome(path=path, status="skipped", reason="output exists")
+
+
+def store_result(
+    path: str,
+    result: object,
+    sink: Sink,
+    on_result: Callable[[object], None] | None = None,
+    debug: bool = False,
+    with_metadata: bool = False,
+) -> VideoOutcome:
+    """Write one ``extract_many`` result to ``sink``; its outcome ("done" or "failed"), never raises
+    for the video (``seconds`` is left for the caller to fill). ``with_metadata``: also the
+    window spans (see :mod:`utils.metadata`)."""
+    outcome = VideoOutcome(path=path, status="done")
+    if isinstance(result, BaseException):
+        outcome.status, outcome.reason = "failed", one_line_reason(result)
+        if debug:
+            log.error("%s failed", path, exc_info=result)
+        return outcome
+    features = result.as_dict(metadata=True) if with_metadata else result.as_dict()
+    first = next(iter(features.values()), np.zeros((0, 0)))
+    outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
+    try:
+        if on_result is not None:
+            on_result(result)
+        sink.write(path, features)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # unwritable folder, full disk, ...
+        outcome.status, outcome.reason = "failed", f"cannot save output: {one_line_reason(exc)}"
+        if debug:
+            log.error("%s: %s", path, traceback.format_exc())
+    return outcome
+
+
 def run_extraction(
     extractor: ExtractsVideos,
     video_paths: Sequence[str],
@@ -96,17 +137,20 @@ def run_extraction(
     report_path: str | os.PathLike | None = None,
     debug: bool = False,
     progress: bool = True,
+    with_metadata: bool = False,
 ) -> RunSummary:
-    """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video."""
+    """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video.
+
+    ``with_metadata``: also write each video's window spans (see :mod:`utils.metadata`).
+    """
     summary = RunSummary()
     report = RunReport(report_path)
     todo = []
     for path in video_paths:
-        if sink.is_done(path):
-            log.info("skipping %s: its output already exists and loads", path)
-            outcome = VideoOutcome(path=path, status="skipped", reason="output exists")
-            summary.outcomes.append(outcome)
-            report.add(outcome)
+        skipped = skip_if_done(sink, path)
+        if skipped is not None:
+            summary.outcomes.append(skipped)
+            report.add(skipped)
         else:
             todo.append(path)
 
@@ -115,26 +159,8 @@ def run_extraction(
     t_last = t_start
     try:
         for path, result in extractor.extract_many(todo):
-            outcome = VideoOutcome(path=path, status="done")
-            if isinstance(result, BaseException):
-                outcome.status, outcome.reason = "failed", one_line_reason(result)
-                if debug:
-                    log.error("%s failed", path, exc_info=result)
-            else:
-                features = result.as_dict()
-                first = next(iter(features.values()), np.zeros((0, 0)))
-                outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
-                try:
-                    if on_result is not None:
-                        on_result(result)
-                    sink.write(path, features)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # unwritable folder, full disk, ...
-                    outcome.status, outcome.reason = "failed", f"cannot save output: {one_line_reason(exc)}"
-                    if debug:
-                        log.error("%s: %s", path, traceback.format_exc())
-                frames_total += result.num_frames
+            outcome = store_result(path, result, sink, on_result, debug, with_metadata)
+            frames_total += outcome.frames or 0
             now = time.perf_counter()
             outcome.seconds = round(now - t_last, 3)
             t_last = now

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Mapping, Protocol, TextIO
+from typing import Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
@@ -84,20 +84,25 @@ def load_feature_file(path: str | Path) -> np.ndarray:
 class FileSink:
     """Saves ``<output_root>/<feature_type>/<model_name>/<stem>_<key>.<npy|pkl>``."""
 
-    def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str, feature_dim: int) -> None:
+    def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str, feature_dim: int,
+                 extra_keys: Sequence[str] = ()) -> None:
+        """``extra_keys``: keys written besides the features (e.g. metadata); a video
+        only counts as done when their files exist too."""
         if fmt not in ("npy", "pkl"):
             raise ValueError(f"fmt={fmt!r}: allowed npy, pkl")
         self.folder = Path(output_root) / feature_type / model_name
         self.feature_type = feature_type
         self.fmt = fmt
         self.feature_dim = feature_dim
+        self.extra_keys = tuple(extra_keys)
 
     def path_for(self, video_path: str, key: str | None = None) -> Path:
         return self.folder / f"{output_stem(video_path)}_{key or self.feature_type}.{self.fmt}"
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         written = []
-        for key, array in feats.items():
+        # The features file is what is_done looks at, so it goes last: if it exists, so do the others.
+        for key, array in sorted(feats.items(), key=lambda item: item[0] == self.feature_type):
             if self.fmt == "npy":
                 writer = lambda f, a=array: np.save(f, a, allow_pickle=False)  # noqa: E731
             else:
@@ -107,7 +112,7 @@ class FileSink:
 
     def is_done(self, video_path: str) -> bool:
         path = self.path_for(video_path)
-        if not path.is_file():
+        if not path.is_file() or not all(self.path_for(video_path, k).is_file() for k in self.extra_keys):
             return False
         try:
             array = load_feature_file(path)
@@ -122,11 +127,11 @@ class FileSink:
 
 
 def make_sink(on_extraction: str, output_root: str, feature_type: str, model_name: str,
-              feature_dim: int, stream: TextIO) -> Sink:
+              feature_dim: int, stream: TextIO, extra_keys: Sequence[str] = ()) -> Sink:
     if on_extraction == "print":
         return PrintSink(stream)
     if on_extraction == "save_numpy":
-        return FileSink(output_root, feature_type, model_name, "npy", feature_dim)
+        return FileSink(output_root, feature_type, model_name, "npy", feature_dim, extra_keys)
     if on_extraction == "save_pickle":
-        return FileSink(output_root, feature_type, model_name, "pkl", feature_dim)
+        return FileSink(output_root, feature_type, model_name, "pkl", feature_dim, extra_keys)
     raise ValueError(f"on_extraction={on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}")

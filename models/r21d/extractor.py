@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from utils.ffmpeg import FFmpegError, find_ffmpeg, reencode_fps, reencoded_path
+from utils.metadata import window_metadata
 from utils.prefetch import prefetch_in_order
 from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader
 from utils.window_stream import WindowStream
@@ -48,6 +49,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 # frame size), so host memory stays flat for 4K and 240p alike.
 CHUNK_FRAMES = 32
 MAX_QUEUED_CHUNKS = 2
+RANDOM_WEIGHTS_SEED = 0
 
 
 class ConfigError(ValueError):
@@ -72,8 +74,13 @@ class VideoFeatures:
     logits: np.ndarray | None = None
     feature_type: str = FEATURE_TYPE
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {self.feature_type: self.features}
+    def as_dict(self, metadata: bool = False) -> dict[str, np.ndarray]:
+        """``{"r21d": features}``; with ``metadata`` also the window spans of
+        :func:`utils.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``)."""
+        out = {self.feature_type: self.features}
+        if metadata:
+            out.update(window_metadata(self.window_bounds, self.fps))
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,11 @@ class R21DExtractor:
 
     # ------------------------------------------------------------------ model
     def _build_model(self, checkpoint_path: str | None, random_weights: bool) -> str:
-        network = build_network(self.record)
+        # A fixed seed makes random_weights=true the same network in every process (workers,
+        # shards, reruns), without touching the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            network = build_network(self.record)
         if random_weights:
             if checkpoint_path is not None:
                 raise ConfigError("random_weights=true and checkpoint_path are exclusive: drop one of them")

@@ -1,0 +1,508 @@
+"""``runner=ray``: extract a video list on a Ray cluster, one extractor per actor.
+
+::
+
+    driver (this process)                       Ray actors: ExtractionWorker, one per GPU
+    ---------------------                       (or CPU workers), model built once
+    absolute video paths  --exchange(paths)-->  inbox queue
+                                                thread: skip_if_done -> extract_many
+                                                (decodes ahead on threads) -> store_result
+                                                (atomic .npy/.pkl, same FileSink as local)
+    RunSummary, RunReport, tqdm  <--outcomes--  outbox queue
+
+Only paths and small :class:`~utils.runner.VideoOutcome` records travel through
+Ray; frames and features stay inside the actor, which writes them exactly as
+the single-process run does. So the outputs are the same files with the same
+numbers, and a killed run is resumed by running it again: what exists is skipped.
+
+Plain actors with a work queue rather than Ray Data: each video's outcome comes
+back on its own (exact report and progress, and no Arrow/pandas dependency),
+each actor keeps ``decode_workers + 2`` videos queued so its decoder threads
+never wait between videos, and the driver knows which videos a dead worker held.
+A worker that dies (killed, out of memory, node lost) is replaced; the videos it
+held are retried one at a time, so a video that crashes its worker is reported
+failed after its second crash instead of taking other videos down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from tqdm import tqdm
+
+from models import get_extractor_class
+
+from .metadata import METADATA_KEYS
+from .runner import RunReport, RunSummary, VideoOutcome, one_line_reason, skip_if_done, store_result
+from .sinks import make_sink
+
+log = logging.getLogger(__name__)
+
+RUNNERS = ("local", "ray")
+# Run-level keys of this runner (run_cli passes every other key to the extractor).
+RAY_KEYS = ("runner", "ray_address", "ray_num_workers", "ray_gpus_per_worker", "ray_cpus_per_worker")
+INSTALL_HINT = 'pip install ".[ray]"'
+# Seconds an exchange call waits for a finished video before returning empty-handed.
+EXCHANGE_WAIT_S = 1.0
+# A video held by a worker that died this many times is reported failed instead of retried.
+MAX_WORKER_DEATHS_PER_VIDEO = 2
+_CLOSE = None  # inbox marker: the current session of paths is complete
+
+
+class RaySetupError(ValueError):
+    """Ray cannot run this extraction as configured; the message says what to change."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line :class:`RaySetupError` saying how to install it."""
+    try:
+        import ray  # noqa: PLC0415 (optional dependency, imported only for runner=ray)
+    except ImportError:
+        raise RaySetupError(f"runner=ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+# ---------------------------------------------------------------------- settings and sizing
+@dataclass(frozen=True)
+class RaySettings:
+    """The ``ray_*`` keys; None means "choose from the cluster" (see :func:`plan_workers`)."""
+
+    address: str | None = None
+    num_workers: int | None = None
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "RaySettings":
+        out = cls(
+            address=settings.get("ray_address"),
+            num_workers=settings.get("ray_num_workers"),
+            gpus_per_worker=settings.get("ray_gpus_per_worker"),
+            cpus_per_worker=settings.get("ray_cpus_per_worker"),
+        )
+        out.check()
+        return out
+
+    def check(self) -> None:
+        if self.num_workers is not None and self.num_workers < 1:
+            raise RaySetupError(f"ray_num_workers={self.num_workers} is invalid: it must be >= 1 (or null: one per GPU)")
+        if self.gpus_per_worker is not None and not (self.gpus_per_worker >= 0 and math.isfinite(self.gpus_per_worker)):
+            raise RaySetupError(
+                f"ray_gpus_per_worker={self.gpus_per_worker} is invalid: it must be >= 0 (0: CPU workers; null: 1 if GPUs)"
+            )
+        if self.cpus_per_worker is not None and not (self.cpus_per_worker > 0 and math.isfinite(self.cpus_per_worker)):
+            raise RaySetupError(f"ray_cpus_per_worker={self.cpus_per_worker} is invalid: it must be > 0 (or null: automatic)")
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many actors and what each asks Ray for; ``decode_workers`` is threads per actor."""
+
+    num_workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    decode_workers: int
+
+    @property
+    def videos_ahead(self) -> int:
+        """Videos kept queued on each worker: enough for every decoder thread plus the model."""
+        return self.decode_workers + 2
+
+
+def plan_workers(
+    ray_settings: RaySettings,
+    nodes_cpus_gpus: Sequence[tuple[float, float]],
+    want_gpu: bool,
+    decode_workers: int | None = None,
+) -> WorkerPlan:
+    """Fill the ``None`` settings from the alive nodes' ``(CPUs, GPUs)`` and refuse what cannot fit.
+
+    GPUs per worker: 1 when GPUs are wanted and the cluster has some, else 0.
+    Workers: one per GPU slot, or 1 on CPU only. CPUs per worker: the smallest
+    per-slot share of a node that can host a worker, so every worker can be placed.
+    """
+    total_cpus = sum(c for c, _ in nodes_cpus_gpus)
+    total_gpus = sum(g for _, g in nodes_cpus_gpus)
+    gpus = ray_settings.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if want_gpu and total_gpus > 0 else 0.0
+    elif gpus > 0 and total_gpus == 0:
+        raise RaySetupError(
+            f"ray_gpus_per_worker={gpus} but the Ray cluster has no GPU: set ray_gpus_per_worker=0 for CPU workers"
+        )
+    num = ray_settings.num_workers
+    if num is None:
+        num = max(1, int(total_gpus // gpus)) if gpus > 0 else 1
+    cpus = ray_settings.cpus_per_worker
+    if cpus is None:
+        if gpus > 0:
+            shares = [c / (g // gpus) for c, g in nodes_cpus_gpus if g >= gpus]
+            cpus = float(max(1, math.floor(min(shares))))
+        else:
+            biggest_node = max((c for c, _ in nodes_cpus_gpus), default=0)
+            cpus = float(max(1, math.floor(min(total_cpus / num, biggest_node))))
+    if num * gpus > total_gpus + 1e-9:
+        raise RaySetupError(
+            f"ray_num_workers={num} x ray_gpus_per_worker={gpus:g} needs {num * gpus:g} GPUs but the Ray cluster has "
+            f"{total_gpus:g}: lower ray_num_workers or ray_gpus_per_worker"
+        )
+    if num * cpus > total_cpus + 1e-9:
+        raise RaySetupError(
+            f"ray_num_workers={num} x ray_cpus_per_worker={cpus:g} needs {num * cpus:g} CPUs but the Ray cluster has "
+            f"{total_cpus:g}: lower ray_num_workers or ray_cpus_per_worker"
+        )
+    # Same rule as the local default (half the CPUs decode), on this worker's share of CPUs.
+    decode = decode_workers or max(1, min(8, int(cpus) // 2))
+    return WorkerPlan(num_workers=num, gpus_per_worker=gpus, cpus_per_worker=cpus, decode_workers=decode)
+
+
+def check_ray_run(on_extraction: str, extractor_kwargs: Mapping[str, Any], save_plots: bool = False) -> None:
+    """Refuse what only makes sense in one process: printed features or predictions, pictures."""
+    if on_extraction == "print":
+        raise RaySetupError(
+            "runner=ray saves features to files: set on_extraction=save_numpy or save_pickle "
+            "(on_extraction=print needs runner=local)"
+        )
+    if extractor_kwargs.get("show_pred"):
+        raise RaySetupError("show_pred=true prints predictions and needs runner=local: drop show_pred for runner=ray")
+    if save_plots:
+        raise RaySetupError("save_plots=true draws pictures for a look at a few videos and needs runner=local: "
+                            "drop save_plots for runner=ray")
+
+
+# ---------------------------------------------------------------------- inside each actor
+class ExtractionWorker:
+    """What one Ray actor runs: an extractor built once, fed paths through a queue.
+
+    A plain class (Ray wraps it with ``ray.remote``), so it also runs without Ray.
+    ``exchange(paths, close)`` queues absolute paths and returns the outcomes
+    finished since the last call. A background thread runs "sessions": each is one
+    ``extract_many`` over the queued paths up to a close marker, so the decoder
+    threads work ahead across videos within a session.
+    """
+
+    def __init__(
+        self,
+        feature_type: str,
+        extractor_kwargs: Mapping[str, Any],
+        on_extraction: str,
+        output_path: str,
+        debug: bool = False,
+        num_threads: int | None = None,
+        with_metadata: bool = False,
+    ) -> None:
+        if num_threads is not None:
+            # The worker's CPU share, whatever Ray puts in OMP_NUM_THREADS: float32 sums
+            # over another number of threads round differently.
+            torch.set_num_threads(num_threads)
+        self.debug = debug
+        self.with_metadata = with_metadata
+        self.setup_error: str | None = None
+        self._inbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()
+        self._fatal: BaseException | None = None
+        self._stopping = False
+        self._t_last = time.perf_counter()  # when the previous video of this session finished
+        try:
+            self.extractor = get_extractor_class(feature_type)(**extractor_kwargs)
+            self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
+                                  self.extractor.record.feature_dim, sys.stdout,
+                                  METADATA_KEYS if with_metadata else ())
+        except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
+            self.setup_error = one_line_reason(exc)
+            return
+        threading.Thread(target=self._run, name="extract", daemon=True).start()
+
+    def ready(self) -> dict[str, Any]:
+        """``{"error": one line or None, "pid", "model_name", "feature_type", "device"}``."""
+        if self.setup_error is not None:
+            return {"error": self.setup_error, "pid": os.getpid()}
+        return {
+            "error": None,
+            "pid": os.getpid(),
+            "model_name": self.extractor.model_name,
+            "feature_type": self.extractor.feature_type,
+            "device": str(self.extractor.device),
+        }
+
+    def exchange(self, video_paths: Sequence[str], close: bool, wait_s: float = EXCHANGE_WAIT_S) -> list[VideoOutcome]:
+        """Queue ``video_paths`` (then end the session if ``close``); wait up to ``wait_s`` for
+        at least one finished video and return every outcome finished so far."""
+        for path in video_paths:
+            self._inbox.put(path)
+        if close:
+            self._inbox.put(_CLOSE)
+        outcomes = []
+        try:
+            outcomes.append(self._outbox.get(timeout=wait_s))
+            while True:
+                outcomes.append(self._outbox.get_nowait())
+        except queue.Empty:
+            pass
+        if self._fatal is not None and not outcomes:
+            raise RuntimeError(f"extraction thread stopped: {one_line_reason(self._fatal)}") from self._fatal
+        return outcomes
+
+    def stop(self) -> None:
+        """End the background thread once the queued paths are done (Ray just kills the actor)."""
+        self._stopping = True
+        self._inbox.put(_CLOSE)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._run_session()
+        except BaseException as exc:  # a bug, not a video: exchange() raises it, the driver replaces this worker
+            self._fatal = exc
+
+    def _run_session(self) -> None:
+        for path, result in self.extractor.extract_many(self._paths_to_extract()):
+            outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
+            now = time.perf_counter()
+            outcome.seconds, self._t_last = round(now - self._t_last, 3), now
+            self._outbox.put(outcome)
+
+    def _paths_to_extract(self):  # noqa: ANN202 (generator of str)
+        for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
+            if index == 0:  # seconds count from here, not from the idle wait for work
+                self._t_last = time.perf_counter()
+            skipped = skip_if_done(self.sink, path)
+            if skipped is not None:
+                self._outbox.put(skipped)
+            else:
+                yield path
+
+
+# ---------------------------------------------------------------------- driver side
+@dataclass
+class _Slot:
+    """One worker position in the pool; its actor is replaced when it dies."""
+
+    index: int
+    actor: Any = None
+    ref: Any = None  # the ObjectRef of the call in flight (ready or exchange)
+    started: bool = False
+    pid: int | None = None
+    outstanding: list[str] = field(default_factory=list)  # absolute paths sent, not yet reported
+    closed: bool = True  # no path was sent since the last close marker
+    isolating: bool = False  # holds one retried video alone
+
+
+class _RayRun:
+    """The driver loop: hands paths to workers, collects outcomes, replaces dead workers."""
+
+    def __init__(self, ray: Any, plan: WorkerPlan, worker_args: tuple, video_paths: Sequence[str],
+                 output_path: str, progress: bool) -> None:
+        self.ray = ray
+        self.plan = plan
+        self.worker_args = worker_args
+        self.output_path = output_path
+        self.given = {os.path.abspath(p): p for p in video_paths}
+        self.order = {p: i for i, p in enumerate(video_paths)}
+        self.fresh: deque[str] = deque(self.given)
+        self.retries: deque[str] = deque()
+        self.deaths: Counter[str] = Counter()
+        self.outcomes: list[VideoOutcome] = []
+        self.report: RunReport | None = None
+        self.report_path: Path | None = None
+        self.startup_deaths = 0
+        self.frames_done = 0
+        self.t_first_ready: float | None = None
+        remote_cls = ray.remote(ExtractionWorker).options(
+            num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker, max_restarts=0, max_task_retries=0,
+        )
+        self.remote_cls = remote_cls
+        self.slots = [_Slot(index=i) for i in range(plan.num_workers)]
+        self.bar = tqdm(total=len(self.given), unit="video", disable=not progress, dynamic_ncols=True)
+
+    # -------------------------------------------------------------- lifecycle
+    def run(self) -> tuple[RunSummary, Path | None]:
+        for slot in self.slots:
+            self._start(slot)
+        try:
+            while self.fresh or self.retries or any(s.outstanding for s in self.slots):
+                by_ref = {s.ref: s for s in self.slots if s.ref is not None}
+                ready_refs, _ = self.ray.wait(list(by_ref), num_returns=1)
+                for ref in ready_refs:
+                    self._handle(by_ref[ref], ref)
+        finally:
+            self.bar.close()
+            for slot in self.slots:
+                if slot.actor is not None:
+                    self.ray.kill(slot.actor)
+        self.outcomes.sort(key=lambda o: self.order.get(o.path, len(self.order)))
+        return RunSummary(outcomes=self.outcomes), self.report_path
+
+    def _start(self, slot: _Slot) -> None:
+        slot.actor = self.remote_cls.remote(*self.worker_args)
+        slot.ref = slot.actor.ready.remote()
+        slot.started, slot.pid, slot.outstanding, slot.closed, slot.isolating = False, None, [], True, False
+
+    def _handle(self, slot: _Slot, ref: Any) -> None:
+        try:
+            value = self.ray.get(ref)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as exc:
+            self._worker_died(slot, exc)
+            return
+        if not slot.started:
+            if value["error"] is not None:
+                raise RaySetupError(f"a Ray worker could not build the extractor: {value['error']}")
+            slot.started, slot.pid = True, value["pid"]
+            log.info("Ray worker %d ready (pid %s, %s)", slot.index, value["pid"], value["device"])
+            if self.report is None:
+                folder = Path(self.output_path) / value["feature_type"] / value["model_name"]
+                self.report_path = folder / "run_report.jsonl"
+                self.report = RunReport(self.report_path)
+                self.t_first_ready = time.perf_counter()
+        else:
+            for outcome in value:
+                self._record(slot, outcome)
+        self._send(slot)
+
+    # -------------------------------------------------------------- work distribution
+    def _send(self, slot: _Slot) -> None:
+        new: list[str] = []
+        close = False
+        if slot.isolating:
+            pass  # wait for the retried video alone
+        elif self.fresh:
+            while self.fresh and len(slot.outstanding) + len(new) < self.plan.videos_ahead:
+                new.append(self.fresh.popleft())
+            close = not self.fresh  # the last paths: let the session finish instead of waiting for more
+        elif self.retries and not slot.outstanding:
+            new, close, slot.isolating = [self.retries.popleft()], True, True
+        elif slot.outstanding and not slot.closed:
+            close = True
+        if new:
+            slot.closed = False
+        if close:
+            slot.closed = True
+        slot.outstanding.extend(new)
+        slot.ref = slot.actor.exchange.remote(new, close, EXCHANGE_WAIT_S)
+
+    def _record(self, slot: _Slot, outcome: VideoOutcome) -> None:
+        if outcome.path in slot.outstanding:
+            slot.outstanding.remove(outcome.path)
+        if not slot.outstanding:
+            slot.isolating = False
+        self._add(outcome)
+
+    def _add(self, outcome: VideoOutcome) -> None:
+        outcome.path = self.given.get(outcome.path, outcome.path)
+        self.outcomes.append(outcome)
+        if self.report is not None:
+            self.report.add(outcome)
+        if outcome.status == "failed":
+            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
+        if outcome.status == "done":
+            self.frames_done += outcome.frames or 0
+        elapsed_s = time.perf_counter() - (self.t_first_ready or time.perf_counter())
+        self.bar.update()
+        self.bar.set_postfix(frames_per_s=f"{self.frames_done / max(elapsed_s, 1e-9):.1f}",
+                             workers=sum(s.started for s in self.slots))
+
+    def _worker_died(self, slot: _Slot, exc: BaseException) -> None:
+        reason = death_reason(exc)
+        try:
+            self.ray.kill(slot.actor)  # a RayTaskError leaves the actor alive
+        except Exception:  # noqa: BLE001 (already gone)
+            pass
+        if not slot.started:
+            self.startup_deaths += 1
+            if self.startup_deaths > self.plan.num_workers:
+                raise RaySetupError(f"Ray workers keep dying while starting: {reason}")
+        held = list(slot.outstanding)
+        log.warning("Ray worker %d (pid %s) died: %s; %d unfinished video(s) will be retried one at a time",
+                    slot.index, slot.pid, reason, len(held))
+        for path in held:
+            self.deaths[path] += 1
+            if self.deaths[path] >= MAX_WORKER_DEATHS_PER_VIDEO:
+                self._add(VideoOutcome(path=path, status="failed", reason=(
+                    f"its Ray worker died {self.deaths[path]} times while extracting it (last: {reason})")))
+            else:
+                self.retries.append(path)
+        if self.fresh or self.retries:
+            self._start(slot)
+        else:  # nothing left for a new worker to do
+            slot.actor = slot.ref = None
+            slot.started, slot.outstanding = False, []
+
+
+def death_reason(exc: BaseException) -> str:
+    """A short line for a dead worker: Ray's first sentence, or the error of a crashed thread."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return one_line_reason(cause)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return " ".join(first.split()).rstrip(".")
+
+
+def run_on_ray(
+    video_paths: Sequence[str],
+    extractor_kwargs: Mapping[str, Any],
+    *,
+    feature_type: str = "r21d",
+    on_extraction: str = "save_numpy",
+    output_path: str = "./output",
+    ray_settings: RaySettings = RaySettings(),
+    debug: bool = False,
+    progress: bool = True,
+    with_metadata: bool = False,
+    save_plots: bool = False,
+) -> tuple[RunSummary, Path | None]:
+    """Extract ``video_paths`` on Ray workers into files; the summary and the run report's path.
+
+    Joins the Ray runtime already initialised in this process, else
+    ``ray.init(address=ray_settings.address)`` (None: a new local cluster,
+    ``"auto"``: the cluster started by ``ray start``) and shuts down what it started.
+    Inputs, ``output_path`` and ``tmp_path`` must be at the same paths on every node.
+    Raises :class:`RaySetupError` before any video is touched when the run cannot work.
+    """
+    check_ray_run(on_extraction, extractor_kwargs, save_plots)
+    ray_settings.check()
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=ray_settings.address, logging_level=logging.DEBUG if debug else logging.WARNING)
+        except (ConnectionError, SystemExit) as exc:  # Ray exits when the GCS at the address never answers
+            raise RaySetupError(
+                f"ray_address={ray_settings.address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
+                "start one with `ray start --head`, or set ray_address=null for a local one"
+            ) from None
+    try:
+        nodes = [
+            (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes() if n.get("Alive")
+        ]
+        device = str(extractor_kwargs.get("device", "cuda:0"))
+        want_gpu = device.startswith("cuda")
+        plan = plan_workers(ray_settings, nodes, want_gpu, extractor_kwargs.get("decode_workers"))
+        if want_gpu and plan.gpus_per_worker == 0:
+            log.warning("device=%s asked for but the Ray workers have no GPU: they run on cpu", device)
+        log.info("Ray: %d worker(s), %g GPU and %g CPU each, %d decode thread(s) each",
+                 plan.num_workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.decode_workers)
+        worker_kwargs = dict(extractor_kwargs)
+        # Ray shows each GPU actor only its own GPU(s), as cuda:0.
+        worker_kwargs["device"] = "cuda:0" if plan.gpus_per_worker > 0 else "cpu"
+        worker_kwargs["decode_workers"] = plan.decode_workers
+        for key in ("tmp_path", "checkpoint_path"):  # workers may run in another directory
+            if worker_kwargs.get(key) is not None:
+                worker_kwargs[key] = os.path.abspath(worker_kwargs[key])
+        worker_args = (feature_type, worker_kwargs, on_extraction, os.path.abspath(output_path), debug,
+                       max(1, int(plan.cpus_per_worker)), with_metadata)
+        return _RayRun(ray, plan, worker_args, video_paths, output_path, progress).run()
+    finally:
+        if started_here:
+            ray.shutdown()
