@@ -48,6 +48,9 @@ class R21DConfig:
     ray_num_workers: Optional[int] = None
     ray_gpus_per_worker: Optional[float] = None
     ray_cpus_per_worker: Optional[float] = None
+    video_timeout_s: Optional[float] = None
+    max_frame_pixels: Optional[int] = 67108864  # 8192 x 8192
+    lock_stale_s: float = 300.0
 
 
 def register_configs() -> None:

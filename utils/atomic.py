@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -12,11 +13,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write(f)`` on a temporary file in ``path``'s folder, fsync it, rename it to ``path``.
 
     A crash at any point leaves either the old file or the new one, plus at
-    most a ``.<name>.*.tmp`` leftover that readers never look at.
+    most a ``.<name>.*.tmp`` leftover that readers never look at. The file gets
+    the usual permissions (0666 less the umask), as ``open(path, "wb")`` would.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -30,3 +33,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             pass
         raise
     return path
+
+
+def remove_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` leftovers of writes to ``path`` that were killed midway.
+
+    Call it only while no one else can be writing ``path`` (e.g. holding its claim).
+    """
+    path = Path(path)
+    removed = []
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            leftover.unlink()
+            removed.append(leftover)
+        except FileNotFoundError:
+            pass
+    return removed
+

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from models import get_extractor_class
 
+from .claims import ClaimBook
 from .ffmpeg import FFmpegError
 from .path_list import PathListError, check_unique_stems, collect_video_paths, shard
 from .predictions import format_window_predictions
@@ -17,14 +19,15 @@ from .ray_runner import RAY_KEYS, RUNNERS, RaySettings, run_on_ray
 from .runner import RunSummary, run_extraction
 from .metadata import METADATA_KEYS
 from .plots import PlotsUnavailableError, plot_paths, require_matplotlib, save_video_plots
-from .sinks import ON_EXTRACTION_CHOICES, Sink, make_sink
+from .sinks import ON_EXTRACTION_CHOICES, FileSink, Sink, make_sink
+from .video_decode import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
 # Keys that steer the run; every other key is an argument of the extractor class.
 RUN_KEYS = (
     "feature_type", "video_paths", "file_with_video_paths", "on_extraction", "output_path",
-    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata", *RAY_KEYS,
+    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata", "lock_stale_s", *RAY_KEYS,
 )
 EXIT_BAD_CONFIG = 2
 
@@ -65,12 +68,28 @@ class _WithPlots:
         return self.sink.is_done(video_path) and all(p.is_file() for p in plots)
 
 
+def check_writable_folder(folder: str | os.PathLike, key: str = "output_path") -> None:
+    """Create ``folder`` and a file in it, or raise :class:`SettingsError` saying why not."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(
+            f"{key}: cannot write to {os.fspath(folder)!r} ({reason}); choose a folder you can write to"
+        ) from None
+
+
 def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     """Run an extraction as the command line does; returns the process exit status.
 
     0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done.
     """
     settings = dict(settings)
+    debug = bool(settings.get("debug", False))
+    quiet_decoder_logs(debug)
     from models.r21d.weights import WeightsUnavailableError  # noqa: PLC0415 (one error type of the zoo)
 
     save_plots = bool(settings.get("save_plots", False))
@@ -94,7 +113,7 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
                 on_extraction=settings.get("on_extraction", "print"),
                 output_path=settings.get("output_path", "./output"),
                 ray_settings=RaySettings.from_settings(settings),
-                debug=bool(settings.get("debug", False)),
+                debug=debug,
                 progress=bool(settings.get("progress", True)),
                 with_metadata=save_metadata,
                 save_plots=save_plots,
@@ -111,6 +130,14 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
     output_dir = Path(output_path) / extractor.feature_type / extractor.model_name
     sink = make_sink(on_extraction, output_path, extractor.feature_type, extractor.model_name,
                      extractor.record.feature_dim, stdout, METADATA_KEYS if save_metadata else ())
+    claims = None
+    if isinstance(sink, FileSink):  # workers sharing the folder split the videos (utils/claims.py)
+        try:
+            claims = ClaimBook(sink.path_for, stale_s=float(settings.get("lock_stale_s", 300.0)))
+            check_writable_folder(sink.folder)
+        except ValueError as exc:
+            print(f"error: {exc}", file=stderr)
+            return EXIT_BAD_CONFIG
     if save_plots:
         sink = _WithPlots(sink, output_dir)
     report_path = output_dir / "run_report.jsonl" if on_extraction != "print" else None
@@ -128,14 +155,19 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
             )
             log.info("plots of %s: %s", result.path, ", ".join(map(os.fspath, written)))
 
-    summary: RunSummary = run_extraction(
-        extractor, paths, sink,
-        on_result=on_result if show_pred or save_plots else None,
-        report_path=report_path,
-        debug=bool(settings.get("debug", False)),
-        progress=bool(settings.get("progress", True)),
-        with_metadata=save_metadata,
-    )
+    try:
+        summary: RunSummary = run_extraction(
+            extractor, paths, sink,
+            on_result=on_result if show_pred or save_plots else None,
+            report_path=report_path,
+            debug=debug,
+            progress=bool(settings.get("progress", True)),
+            with_metadata=save_metadata,
+            claims=claims,
+        )
+    finally:
+        if claims is not None:
+            claims.close()
     return _finish(summary, report_path, stderr)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
@@ -17,6 +18,10 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 _DONE = object()
+
+
+class DeadlinePassed(Exception):
+    """The consumer's deadline passed while it waited for the next item."""
 
 
 class _Failure:
@@ -50,10 +55,20 @@ class Producer(Generic[T]):
                 continue
         return False
 
-    def items(self) -> Iterator[T]:
-        """The produced items in order; re-raises the producer's exception."""
+    def items(self, deadline: float | None = None) -> Iterator[T]:
+        """The produced items in order; re-raises the producer's exception.
+
+        ``deadline`` (``time.monotonic()`` seconds): raise :class:`DeadlinePassed`
+        instead of waiting past it for the next item.
+        """
         while True:
-            item = self._queue.get()
+            if deadline is None:
+                item = self._queue.get()
+            else:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise DeadlinePassed from None
             if item is _DONE:
                 return
             if isinstance(item, _Failure):

@@ -2,7 +2,9 @@
 
 One bad video never stops the run: its failure is recorded with a one-line
 reason and the loop goes on. Outputs are written atomically by the sink, so an
-interrupted run can simply be started again.
+interrupted run can simply be started again. Several runs can share one output
+folder: with a :class:`~utils.claims.ClaimBook` each video is extracted by one
+of them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -19,6 +22,8 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .atomic import remove_temp_files
+from .claims import ClaimBook, ClaimOwner
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class VideoOutcome:
     windows: int | None = None
     frames: int | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class RunSummary:
             f"{self.count('failed')} failed, of {len(self.outcomes)} videos"
         ]
         lines += [f"  FAILED {o.path}: {o.reason}" for o in self.failed]
+        lines += [f"  warning {o.path}: {w}" for o in self.outcomes for w in o.warnings]
         return "\n".join(lines)
 
 
@@ -73,19 +80,37 @@ def one_line_reason(exc: BaseException) -> str:
 
 
 class RunReport:
-    """Appends one JSON line per video to ``path`` (path, status, reason, windows, frames, seconds)."""
+    """Appends one JSON line per video to ``path``: time, host, pid, then the :class:`VideoOutcome`.
+
+    Each line is one ``write`` to a file opened with ``O_APPEND``, so workers
+    sharing the file do not mix their lines (on local disks; NFS does not
+    promise it). A report that cannot be written (full disk) gives one warning
+    and the run goes on: the console summary still lists everything.
+    """
 
     def __init__(self, path: str | os.PathLike | None) -> None:
         self.path = Path(path) if path is not None else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.host = socket.gethostname()
+        self._warned = False
 
     def add(self, outcome: VideoOutcome) -> None:
         if self.path is None:
             return
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(), **asdict(outcome)}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": self.host, "pid": os.getpid(),
+                  **asdict(outcome)}
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("cannot write the run report %s (%s); the summary below still lists every video",
+                            self.path, exc)
+                self._warned = True
 
 
 def skip_if_done(sink: Sink, path: str) -> VideoOutcome | None:
@@ -116,6 +141,7 @@ def store_result(
     features = result.as_dict(metadata=True) if with_metadata else result.as_dict()
     first = next(iter(features.values()), np.zeros((0, 0)))
     outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
+    outcome.warnings = list(getattr(result, "warnings", []))
     try:
         if on_result is not None:
             on_result(result)
@@ -129,6 +155,94 @@ def store_result(
     return outcome
 
 
+class _Run:
+    """One call of :func:`run_extraction`: the loop, its records and its claims."""
+
+    def __init__(self, extractor: ExtractsVideos, sink: Sink, report: RunReport, claims: ClaimBook | None,
+                 on_result: Callable[[object], None] | None, debug: bool, with_metadata: bool) -> None:
+        self.extractor = extractor
+        self.sink = sink
+        self.report = report
+        self.claims = claims
+        self.on_result = on_result
+        self.debug = debug
+        self.with_metadata = with_metadata
+        self.summary = RunSummary()
+        self.deferred: list[str] = []  # claimed by other workers: looked at again later
+        self.holders: dict[str, ClaimOwner] = {}
+        self.bar: tqdm | None = None
+        self.frames_total = 0
+        self.t_start = self.t_last = time.perf_counter()
+
+    def record(self, outcome: VideoOutcome, counted: bool = True) -> None:
+        now = time.perf_counter()
+        if counted and outcome.status != "skipped":
+            outcome.seconds = round(now - self.t_last, 3)
+            self.t_last = now
+        if outcome.status == "failed":
+            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
+        self.summary.outcomes.append(outcome)
+        self.report.add(outcome)
+        if counted and self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(frames_per_s=f"{self.frames_total / max(now - self.t_start, 1e-9):.1f}")
+
+    def claimed(self, paths: Iterable[str]) -> Iterator[str]:
+        """The paths of ``paths`` this worker gets to extract; never waits for other workers."""
+        for path in paths:
+            if self.claims is None:
+                yield path
+                continue
+            try:
+                holder = self.claims.try_claim(path)
+            except OSError as exc:
+                self.record(VideoOutcome(path, "failed", f"cannot create its claim file: {one_line_reason(exc)}"))
+                continue
+            if holder is not None:
+                self.deferred.append(path)
+                self.holders[path] = holder
+                continue
+            failed_by = self.claims.failed_elsewhere(path)
+            if self.sink.is_done(path) or failed_by is not None:
+                self.claims.release(path)
+                reason = ("extracted by another worker" if failed_by is None
+                          else f"failed in another worker ({failed_by.describe()}): {failed_by.reason}")
+                self.record(VideoOutcome(path, "skipped", reason))
+                continue
+            remove_temp_files(self.claims.output_for(path))  # a killed writer's leftovers
+            yield path
+
+    def extract(self, paths: Sequence[str]) -> None:
+        for path, result in self.extractor.extract_many(self.claimed(paths)):
+            outcome = store_result(path, result, self.sink, self.on_result, self.debug, self.with_metadata)
+            self.frames_total += outcome.frames or 0
+            if self.claims is not None:
+                if outcome.status == "failed":
+                    self.claims.record_failure(path, outcome.reason)
+                else:
+                    self.claims.clear_failure(path)
+                self.claims.release(path)
+            self.record(outcome)
+
+    def wait_for_others(self) -> None:
+        """Go back to videos other workers held until each is done, failed, or free to take."""
+        told, pause_s = False, 0.1
+        while self.deferred:
+            paths, self.deferred = self.deferred, []
+            self.extract(paths)
+            if len(self.deferred) < len(paths):
+                pause_s = 0.1
+            elif self.claims is not None:  # all still held by live workers: look again soon, then less often
+                if not told:
+                    owners = sorted({self.holders[p].describe() for p in self.deferred})
+                    log.info("waiting for %d video(s) claimed by other workers (%s)",
+                             len(self.deferred), ", ".join(owners))
+                    told = True
+                time.sleep(pause_s)
+                pause_s = min(2 * pause_s, self.claims.poll_s)
+                self.t_last = time.perf_counter()  # waiting is not the next video's time
+
+
 def run_extraction(
     extractor: ExtractsVideos,
     video_paths: Sequence[str],
@@ -138,38 +252,32 @@ def run_extraction(
     debug: bool = False,
     progress: bool = True,
     with_metadata: bool = False,
+    claims: ClaimBook | None = None,
 ) -> RunSummary:
     """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video.
 
     ``with_metadata``: also write each video's window spans (see :mod:`utils.metadata`).
+
+    With ``claims``, workers sharing the output folder split the list: a video
+    claimed by another worker is skipped, and looked at again once this
+    worker's own share is done (until it is done, failed, or its claim went
+    stale and this worker takes it over).
     """
-    summary = RunSummary()
-    report = RunReport(report_path)
+    run = _Run(extractor, sink, RunReport(report_path), claims, on_result, debug, with_metadata)
     todo = []
     for path in video_paths:
         skipped = skip_if_done(sink, path)
         if skipped is not None:
-            summary.outcomes.append(skipped)
-            report.add(skipped)
+            run.record(skipped, counted=False)
         else:
             todo.append(path)
 
-    bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True)
-    frames_total, t_start = 0, time.perf_counter()
-    t_last = t_start
+    run.bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True)
     try:
-        for path, result in extractor.extract_many(todo):
-            outcome = store_result(path, result, sink, on_result, debug, with_metadata)
-            frames_total += outcome.frames or 0
-            now = time.perf_counter()
-            outcome.seconds = round(now - t_last, 3)
-            t_last = now
-            if outcome.status == "failed":
-                tqdm.write(f"FAILED {path}: {outcome.reason}")
-            summary.outcomes.append(outcome)
-            report.add(outcome)
-            bar.update()
-            bar.set_postfix(frames_per_s=f"{frames_total / max(now - t_start, 1e-9):.1f}")
+        run.extract(todo)
+        run.wait_for_others()
     finally:
-        bar.close()
-    return summary
+        run.bar.close()
+        if claims is not None:
+            claims.release_all()
+    return run.summary

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -31,8 +32,8 @@ from torch import nn
 
 from utils.ffmpeg import FFmpegError, find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
-from utils.prefetch import prefetch_in_order
-from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader
+from utils.prefetch import DeadlinePassed, prefetch_in_order
+from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader, check_frame_count
 from utils.window_stream import WindowStream
 from utils.windows import is_frame_used
 
@@ -50,10 +51,17 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 CHUNK_FRAMES = 32
 MAX_QUEUED_CHUNKS = 2
 RANDOM_WEIGHTS_SEED = 0
+# Default memory guard: 8192 x 8192 covers 8K (7680x4320, 8192x4320); a corrupt header
+# claiming 60000 x 60000 would otherwise ask for gigabytes per frame.
+DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
 
 
 class ConfigError(ValueError):
     """A setting has a value that is not allowed; the message names key, value and choices."""
+
+
+class VideoTimeoutError(RuntimeError):
+    """One video took longer than ``video_timeout_s``; the message is one line for the user."""
 
 
 @dataclass
@@ -63,7 +71,8 @@ class VideoFeatures:
     ``features``: ``(num_windows, feature_dim)`` float32; ``logits``:
     ``(num_windows, num_classes)`` float32 when predictions were asked for;
     ``window_bounds[i] = (start_frame, end_frame_exclusive)``; ``fps`` and
-    ``num_frames`` describe the frames the windows index (after any re-encode).
+    ``num_frames`` describe the frames the windows index (after any re-encode);
+    ``warnings`` are one-line notes for the run report (e.g. too short for a window).
     """
 
     path: str
@@ -73,6 +82,7 @@ class VideoFeatures:
     num_frames: int
     logits: np.ndarray | None = None
     feature_type: str = FEATURE_TYPE
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self, metadata: bool = False) -> dict[str, np.ndarray]:
         """``{"r21d": features}``; with ``metadata`` also the window spans of
@@ -145,6 +155,8 @@ class R21DExtractor:
         decode_workers: int | None = None,
         apply_rotation: bool = False,
         channels_last: bool | None = None,
+        video_timeout_s: float | None = None,
+        max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
     ) -> None:
         try:
             self.record: ModelRecord = get_record(model_name)
@@ -162,6 +174,12 @@ class R21DExtractor:
             raise ConfigError(f"precision={precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
         if decode_workers is not None and decode_workers < 1:
             raise ConfigError(f"decode_workers={decode_workers} is invalid: it must be >= 1 (or null for automatic)")
+        if video_timeout_s is not None and not (video_timeout_s > 0 and math.isfinite(video_timeout_s)):
+            raise ConfigError(f"video_timeout_s={video_timeout_s} is invalid: it must be > 0 seconds, or null for no limit")
+        if max_frame_pixels is not None and max_frame_pixels < 1:
+            raise ConfigError(f"max_frame_pixels={max_frame_pixels} is invalid: it must be >= 1, or null for no limit")
+        self.video_timeout_s = video_timeout_s
+        self.max_frame_pixels = max_frame_pixels
         if extraction_fps is not None:
             find_ffmpeg()  # fail before any work when re-encoding is impossible
         self.extraction_fps = extraction_fps
@@ -231,14 +249,20 @@ class R21DExtractor:
 
     # ------------------------------------------------------------------ decode side (worker threads)
     def _chunks(self, video_path: str) -> Iterator[_VideoStart | _Chunk]:
-        """First a :class:`_VideoStart`, then frame chunks, for one video."""
+        """First a :class:`_VideoStart`, then frame chunks, for one video.
+
+        Stops with :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow
+        file frees its decode thread for the next video.
+        """
+        deadline = self._deadline()
         decoded_path = video_path
         tmp_file: Path | None = None
         if self.extraction_fps is not None:
-            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.extraction_fps)
+            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.extraction_fps,
+                                    timeout_s=self.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
-            reader = VideoReader(decoded_path, apply_rotation=self.apply_rotation)
+            reader = VideoReader(decoded_path, apply_rotation=self.apply_rotation, max_frame_pixels=self.max_frame_pixels)
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
@@ -248,6 +272,8 @@ class R21DExtractor:
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
             for index, frame in reader.frames(keep=keep):
                 start.frames_decoded[0] = index + 1
+                if deadline is not None and time.monotonic() > deadline:
+                    raise self._timeout_error(index + 1)
                 if frame is None:
                     continue
                 if taps is None:
@@ -276,9 +302,35 @@ class R21DExtractor:
         return _Chunk(np.asarray(indices), taps_nhwc, taps)
 
     # ------------------------------------------------------------------ model side (caller thread)
-    def _consume(self, video_path: str, chunks: Iterator[_VideoStart | _Chunk]) -> VideoFeatures:
+    def _deadline(self) -> float | None:
+        """``time.monotonic()`` by which the video that starts now must be done (None: no limit).
+
+        Both sides keep one: the decode thread from when it starts a video, the
+        model side from when it starts waiting for it (which also bounds a
+        decoder stuck inside one native call).
+        """
+        return None if self.video_timeout_s is None else time.monotonic() + self.video_timeout_s
+
+    def _consume(self, video_path: str, chunks: Iterator[_VideoStart | _Chunk], deadline: float | None) -> VideoFeatures:
+        started: list[_VideoStart] = []
+        try:
+            return self._consume_until(video_path, chunks, deadline, started)
+        except DeadlinePassed:
+            raise self._timeout_error(started[0].frames_decoded[0] if started else 0) from None
+
+    def _timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
+        return VideoTimeoutError(
+            f"took longer than video_timeout_s={self.video_timeout_s} s ({frames_decoded} frames decoded by then); "
+            "raise video_timeout_s, or set it to null for no limit"
+        )
+
+    def _consume_until(
+        self, video_path: str, chunks: Iterator[_VideoStart | _Chunk], deadline: float | None,
+        started: list[_VideoStart],
+    ) -> VideoFeatures:
         start = next(chunks)
         assert isinstance(start, _VideoStart)
+        started.append(start)
         stream = WindowStream(self.stack_size, self.step_size)
         pending: list[torch.Tensor] = []
         feats: list[torch.Tensor] = []
@@ -296,6 +348,8 @@ class R21DExtractor:
         device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
         for chunk in chunks:
             assert isinstance(chunk, _Chunk)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlinePassed
             if device_taps is None:
                 device_taps = chunk.crop_taps.to(self.device)
             frames = blend_taps(chunk.taps_nhwc.to(self.device, non_blocking=True), device_taps)
@@ -310,12 +364,18 @@ class R21DExtractor:
         num_frames = start.frames_decoded[0]
         if num_frames == 0:
             raise VideoDecodeError("no decodable video frames (audio-only, truncated or corrupt file)")
+        warnings = []
+        shortfall = check_frame_count(num_frames, start.info)
+        if shortfall:
+            warnings.append(shortfall)
         num_windows = stream.next_window
         if num_windows == 0:
-            log.warning(
-                "%s: %d frames is shorter than one window of %d frames: empty (0, %d) features",
-                video_path, num_frames, self.stack_size, self.record.feature_dim,
+            warnings.append(
+                f"{num_frames} frames is shorter than one window of {self.stack_size} frames: "
+                f"empty (0, {self.record.feature_dim}) features"
             )
+        for warning in warnings:
+            log.warning("%s: %s", video_path, warning)
         features = (
             torch.cat(feats).cpu().numpy().astype(np.float32, copy=False)
             if feats else np.zeros((0, self.record.feature_dim), dtype=np.float32)
@@ -329,12 +389,14 @@ class R21DExtractor:
             logits=torch.cat(logits).cpu().numpy() if logits else (
                 np.zeros((0, self.record.num_classes), np.float32) if self.show_pred else None
             ),
+            warnings=warnings,
         )
 
     # ------------------------------------------------------------------ public API
     def extract_video(self, video_path: str | os.PathLike) -> VideoFeatures:
         """Features (and predictions if ``show_pred``) of one video; raises on a bad file."""
-        return self._consume(os.fspath(video_path), iter(self._chunks(os.fspath(video_path))))
+        deadline = self._deadline()
+        return self._consume(os.fspath(video_path), iter(self._chunks(os.fspath(video_path))), deadline)
 
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """``{"r21d": float32 array (num_windows, 512)}`` for one video."""
@@ -349,7 +411,8 @@ class R21DExtractor:
             video_paths, lambda p: self._chunks(p), self.decode_workers, MAX_QUEUED_CHUNKS
         ):
             try:
-                yield path, self._consume(path, producer.items())
+                deadline = self._deadline()
+                yield path, self._consume(path, producer.items(deadline), deadline)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # reported per video by the caller

@@ -1,0 +1,318 @@
+"""Claim files: several workers sharing one output folder split the videos between them.
+
+Before extracting a video, a worker creates ``.<output name>.lock`` next to the
+output file with ``O_CREAT | O_EXCL`` (atomic on local disks and NFS), holding
+its host, pid and a random token as JSON. Only one worker can create it; the
+others skip that video and come back to it at the end. While the video is
+processed, a heartbeat thread refreshes the file's mtime.
+
+A claim is *stale*, and may be taken over, when its mtime is older than
+``stale_s`` seconds, or at once when its owner ran on this host (same host name
+and pid namespace) and that process no longer exists (``kill -9``, OOM kill).
+
+When a video fails, the worker leaves ``.<output name>.failed`` (JSON with the
+reason) before dropping its claim, so that workers of the same run do not try
+the same broken file again; it is honoured only by workers that started before
+it was written, so running the command again retries every failure.
+
+Claims only avoid duplicate work: outputs are written atomically, so even two
+workers extracting the same video at once (a claim taken over from a worker
+that was paused longer than ``stale_s``) cannot corrupt a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+LOCK_SUFFIX = ".lock"
+FAILED_SUFFIX = ".failed"
+# Heartbeats at least this often (seconds), and 4 per stale_s: even with NFS attribute
+# caching (up to 60 s by default) a live claim never looks stale to another host.
+MAX_HEARTBEAT_S = 30.0
+MAX_POLL_S = 5.0
+
+
+def host_id() -> str:
+    """Where this process's pid means something: host name, boot id (machines that share a
+    name) and pid namespace (containers on one machine)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        boot, namespace = "?", 0
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def process_start_time() -> float:
+    """Unix time at which this process started (Linux ``/proc``); now where unknown."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ")" of the name
+        with open("/proc/stat", encoding="ascii") as f:
+            boot_s = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+def pid_alive(pid: int) -> bool:
+    """True unless process ``pid`` of this host is gone (zombies count as gone)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows: trust the heartbeat only
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who holds (or held) a claim, as written in its file."""
+
+    host: str
+    pid: int
+    token: str = ""
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host.split('/')[0]}"
+
+
+def _read_owner(path: Path) -> tuple[ClaimOwner | None, bytes]:
+    """The owner recorded in a claim or failure file (None if half-written or foreign)."""
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        return ClaimOwner(str(data["host"]), int(data["pid"]), str(data.get("token", "")),
+                          str(data.get("reason", ""))), raw
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None, raw
+
+
+class ClaimBook:
+    """Claims of one worker over the videos of one output folder.
+
+    ``output_for(video_path)`` gives the output file a video's claim sits next
+    to. Use as a context manager (or call :meth:`close`): leaving releases every
+    claim still held and stops the heartbeat.
+    """
+
+    def __init__(
+        self,
+        output_for: Callable[[str], Path],
+        stale_s: float = 300.0,
+        started_at: float | None = None,
+    ) -> None:
+        if not stale_s > 0:
+            raise ValueError(f"lock_stale_s={stale_s} is invalid: it must be > 0 seconds")
+        self.output_for = output_for
+        self.stale_s = float(stale_s)
+        self.heartbeat_s = min(MAX_HEARTBEAT_S, self.stale_s / 4)
+        self.poll_s = min(MAX_POLL_S, self.stale_s / 4)  # longest pause between looks at others' claims
+        self.started_at = process_start_time() if started_at is None else started_at
+        self.host = host_id()
+        self.pid = os.getpid()
+        self._held: dict[str, tuple[Path, bytes]] = {}  # video path -> (lock file, its content)
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ file names
+    def lock_path(self, video_path: str) -> Path:
+        out = self.output_for(video_path)
+        return out.with_name(f".{out.name}{LOCK_SUFFIX}")
+
+    def failed_path(self, video_path: str) -> Path:
+        out = self.output_for(video_path)
+        return out.with_name(f".{out.name}{FAILED_SUFFIX}")
+
+    # ------------------------------------------------------------------ claiming
+    def try_claim(self, video_path: str) -> ClaimOwner | None:
+        """Claim ``video_path``: None when this worker now holds it, else the current holder.
+
+        A stale claim is taken over. Raises OSError when the folder cannot hold
+        claim files at all (read-only, full disk).
+        """
+        lock = self.lock_path(video_path)
+        for _ in range(3):  # a claim that vanishes or is broken between our steps: look again
+            content = self._new_content()
+            try:
+                self._create(lock, content)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # no output folder yet
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            else:
+                with self._mutex:
+                    self._held[video_path] = (lock, content)
+                self._start_heartbeat()
+                return None
+            try:
+                owner, raw = _read_owner(lock)
+                age_s = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile: try to create it again
+            if not self._is_stale(owner, age_s):
+                return owner or ClaimOwner(host="?", pid=-1)
+            why = "its owner has exited" if age_s <= self.stale_s else f"not refreshed for {age_s:.0f} s"
+            if self._break(lock, raw):
+                log.info("taking over the stale claim on %s (%s)", video_path, why)
+        return ClaimOwner(host="?", pid=-1)
+
+    def _new_content(self) -> bytes:
+        record = {"host": self.host, "pid": self.pid, "token": uuid.uuid4().hex,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return json.dumps(record).encode("utf-8")
+
+    @staticmethod
+    def _create(lock: Path, content: bytes) -> None:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, content)
+        except BaseException:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+
+    def _is_stale(self, owner: ClaimOwner | None, age_s: float) -> bool:
+        if age_s > self.stale_s:
+            return True
+        if owner is None:  # being written right now, or not ours: trust its age only
+            return False
+        return owner.host == self.host and owner.pid != self.pid and not pid_alive(owner.pid)
+
+    def _break(self, lock: Path, seen: bytes) -> bool:
+        """Remove the stale claim ``lock`` whose content was ``seen``; False if someone was quicker.
+
+        Renaming is atomic, so only one worker moves a given file away; if what
+        it moved is not the stale claim it judged (another worker took over in
+        between), it puts that fresh claim back.
+        """
+        grave = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}.stale")
+        try:
+            os.rename(lock, grave)
+        except FileNotFoundError:
+            return False
+        try:
+            if grave.read_bytes() == seen:
+                return True
+            try:
+                os.link(grave, lock)
+            except FileExistsError:
+                pass
+            return False
+        finally:
+            grave.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ failures of the same run
+    def failed_elsewhere(self, video_path: str) -> ClaimOwner | None:
+        """The worker that recorded a failure of ``video_path`` since this worker started, if any."""
+        marker = self.failed_path(video_path)
+        try:
+            if marker.stat().st_mtime < self.started_at:
+                return None
+            owner, _ = _read_owner(marker)
+        except FileNotFoundError:
+            return None
+        if owner is None or (owner.host == self.host and owner.pid == self.pid):
+            return None
+        return owner
+
+    def record_failure(self, video_path: str, reason: str) -> None:
+        """Tell the other workers of this run that ``video_path`` failed (call before :meth:`release`)."""
+        record = {"host": self.host, "pid": self.pid, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            atomic_write(self.failed_path(video_path), lambda f: f.write(json.dumps(record).encode("utf-8")))
+        except OSError as exc:  # full disk or read-only folder: the others will just try it too
+            log.debug("cannot record the failure of %s: %s", video_path, exc)
+
+    def clear_failure(self, video_path: str) -> None:
+        """Forget an earlier failure of ``video_path`` (it has just succeeded)."""
+        try:
+            self.failed_path(video_path).unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot remove the failure record of %s: %s", video_path, exc)
+
+    # ------------------------------------------------------------------ releasing
+    def release(self, video_path: str) -> None:
+        """Drop the claim on ``video_path`` (nothing happens if this worker does not hold it)."""
+        with self._mutex:
+            held = self._held.pop(video_path, None)
+        if held is not None:
+            self._unlink_if_ours(*held)
+
+    def release_all(self) -> None:
+        with self._mutex:
+            held, self._held = list(self._held.values()), {}
+        for lock, content in held:
+            self._unlink_if_ours(lock, content)
+
+    @staticmethod
+    def _unlink_if_ours(lock: Path, content: bytes) -> None:
+        try:
+            if lock.read_bytes() == content:
+                lock.unlink()
+        except OSError:
+            pass  # already gone, or taken over by another worker
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+        self.release_all()
+
+    def __enter__(self) -> "ClaimBook":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ heartbeat
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._mutex:
+                held = list(self._held.items())
+            for video_path, (lock, content) in held:
+                try:
+                    if lock.read_bytes() != content:
+                        raise FileNotFoundError(errno.ENOENT, "replaced")
+                    os.utime(lock)
+                except FileNotFoundError:
+                    log.warning("the claim on %s was taken over by another worker (was this one paused "
+                                "longer than lock_stale_s?); both may extract it, the output stays valid",
+                                video_path)
+                    with self._mutex:
+                        self._held.pop(video_path, None)
+                except OSError as exc:
+                    log.debug("cannot refresh %s: %s", lock, exc)
