@@ -54,6 +54,26 @@ class ModelRecord:
 
 _IG65M_RELEASE = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
 
+
+def _ig65m_kinetics(clip_frames: int, sha256_prefix: str) -> ModelRecord:
+    """An IG65M-pretrained, Kinetics-fine-tuned R(2+1)D-34 of moabitcoin/ig65m-pytorch v1.0.0."""
+    file_name = f"r2plus1d_34_clip{clip_frames}_ft_kinetics_from_ig65m-{sha256_prefix}.pth"
+    return ModelRecord(
+        name=f"r2plus1d_34_{clip_frames}_ig65m_ft_kinetics",
+        architecture="r2plus1d_34",
+        file_name=file_name,
+        url=f"{_IG65M_RELEASE}/{file_name}",
+        sha256_prefix=sha256_prefix,
+        stack_size=clip_frames,
+        step_size=clip_frames,
+        num_classes=400,
+        feature_dim=512,
+        preprocessing=Preprocessing(),
+        labels=kinetics400_labels,
+        dataset="kinetics400",
+    )
+
+
 MODEL_ZOO: dict[str, ModelRecord] = {
     record.name: record
     for record in (
@@ -71,34 +91,8 @@ MODEL_ZOO: dict[str, ModelRecord] = {
             labels=kinetics400_labels,
             dataset="kinetics400",
         ),
-        ModelRecord(
-            name="r2plus1d_34_32_ig65m_ft_kinetics",
-            architecture="r2plus1d_34",
-            file_name="r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
-            url=f"{_IG65M_RELEASE}/r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
-            sha256_prefix="ade133f1",
-            stack_size=32,
-            step_size=32,
-            num_classes=400,
-            feature_dim=512,
-            preprocessing=Preprocessing(),
-            labels=kinetics400_labels,
-            dataset="kinetics400",
-        ),
-        ModelRecord(
-            name="r2plus1d_34_8_ig65m_ft_kinetics",
-            architecture="r2plus1d_34",
-            file_name="r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
-            url=f"{_IG65M_RELEASE}/r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
-            sha256_prefix="0aa0550b",
-            stack_size=8,
-            step_size=8,
-            num_classes=400,
-            feature_dim=512,
-            preprocessing=Preprocessing(),
-            labels=kinetics400_labels,
-            dataset="kinetics400",
-        ),
+        _ig65m_kinetics(clip_frames=32, sha256_prefix="ade133f1"),
+        _ig65m_kinetics(clip_frames=8, sha256_prefix="0aa0550b"),
     )
 }
 
