@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import register_configs
+from configs.schema import register_configs, unknown_key_error
 from utils.cli import run_cli
 
 register_configs()
@@ -27,9 +27,13 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Entry point of the installed console command."""
+    """Entry point: ``python main.py ...`` and the installed ``r21d-extract`` console command."""
+    error = unknown_key_error(sys.argv[1:])
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

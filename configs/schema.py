@@ -8,7 +8,8 @@ Python API refuses the same things.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -55,3 +56,24 @@ class R21DConfig:
 
 def register_configs() -> None:
     ConfigStore.instance().store(group="schema", name="r21d", node=R21DConfig, package="_global_")
+
+
+def unknown_key_error(overrides: list[str]) -> str | None:
+    """One line naming the first ``key=value`` override whose key the schema lacks, or None.
+
+    Hydra refuses such keys too, but in a multi-line message without the allowed keys;
+    this check runs first so the user gets one line with the closest key.
+    """
+    known = {f.name for f in fields(R21DConfig)}
+    for arg in overrides:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's own flags (--help, --cfg job, -m, ...)
+        key = arg.split("=", 1)[0].lstrip("+~")  # +key=v would add a key the extractor does not take
+        if key.split(".")[0].split("/")[0] == "hydra":
+            continue
+        top = key.split(".")[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return f"unknown key {top!r} in {arg!r}: {hint}`python main.py --help` lists the keys"
+    return None

@@ -176,7 +176,8 @@ def test_duplicate_stems_refused_before_work(tmp_path, make_video):
         ("precision=int8", "precision='int8' is unknown"),
         ("batch_size=0", "batch_size=0"),
         ("stack_size=abc", "stack_size=abc"),
-        ("stack_siz=4", "stack_siz"),
+        ("stack_siz=4", "unknown key 'stack_siz' in 'stack_siz=4': did you mean 'stack_size'?"),
+        ("+batchsize=4", "unknown key 'batchsize' in '+batchsize=4': did you mean 'batch_size'?"),
     ],
 )
 def test_bad_values_rejected_before_work_with_one_clear_line(override, needle, tmp_path):
