@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
 FAILED_SUFFIX = ".failed"
+BREAK_SUFFIX = ".break"  # held by the one worker removing a stale claim
+BREAK_GUARD_STALE_S = 30.0
 # Heartbeats at least this often (seconds), and 4 per stale_s: even with NFS attribute
 # caching (up to 60 s by default) a live claim never looks stale to another host.
 MAX_HEARTBEAT_S = 30.0
@@ -207,27 +209,32 @@ class ClaimBook:
         return owner.host == self.host and owner.pid != self.pid and not pid_alive(owner.pid)
 
     def _break(self, lock: Path, seen: bytes) -> bool:
-        """Remove the stale claim ``lock`` whose content was ``seen``; False if someone was quicker.
+        """Remove the stale claim ``lock`` whose content was ``seen``; False if that is not safe now.
 
-        Renaming is atomic, so only one worker moves a given file away; if what
-        it moved is not the stale claim it judged (another worker took over in
-        between), it puts that fresh claim back.
+        Breakers first take ``<lock>.break`` (O_EXCL), so at most one removes a claim at a
+        time, and it removes the claim only after re-reading the very content it judged
+        stale. Nobody else can replace a claim file that exists (creators use O_EXCL), so
+        a fresh claim is never removed and no two workers end up holding one video.
         """
-        grave = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}.stale")
+        guard = lock.with_name(f"{lock.name}{BREAK_SUFFIX}")
         try:
-            os.rename(lock, grave)
-        except FileNotFoundError:
-            return False
-        try:
-            if grave.read_bytes() == seen:
-                return True
-            try:
-                os.link(grave, lock)
-            except FileExistsError:
+            self._create(guard, self._new_content())
+        except FileExistsError:
+            try:  # a breaker killed inside this window of microseconds would block the video forever
+                if time.time() - guard.stat().st_mtime > BREAK_GUARD_STALE_S:
+                    guard.unlink(missing_ok=True)
+            except FileNotFoundError:
                 pass
             return False
+        try:
+            if lock.read_bytes() != seen:
+                return False
+            lock.unlink()
+            return True
+        except FileNotFoundError:
+            return False
         finally:
-            grave.unlink(missing_ok=True)
+            guard.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ failures of the same run
     def failed_elsewhere(self, video_path: str) -> ClaimOwner | None:

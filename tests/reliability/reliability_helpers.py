@@ -80,7 +80,7 @@ def read_report(output: Path) -> list[dict]:
 
 def leftovers(folder: Path) -> list[str]:
     """Claim files and temporary files left in an output folder (a clean finish leaves none)."""
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".lock", ".tmp", ".stale")))
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".lock", ".tmp", ".break")))
 
 
 @contextlib.contextmanager
