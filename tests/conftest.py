@@ -8,45 +8,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 from models.r21d.builders import build_network
 from models.r21d.zoo import MODEL_ZOO
+from tests.helpers import synthetic_frames, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO_ROOT / "sample").glob("*.mp4"))
-
-
-def synthetic_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """``T x H x W x 3`` uint8 RGB: smooth gradients plus a moving square, so resize and motion matter."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / (width + height)], axis=-1)
-    frames = []
-    for t in range(num_frames):
-        frame = (base * 200 + 20 * np.sin(t / 3.0 + rng.random())).clip(0, 255)
-        size = max(2, min(height, width) // 4)
-        top = (t * 3) % max(1, height - size)
-        left = (t * 5) % max(1, width - size)
-        frame[top : top + size, left : left + size] = (255, 60, 30)
-        frames.append(frame.astype(np.uint8))
-    return np.stack(frames)
-
-
-def write_video(path: Path, frames_rgb: np.ndarray, fps: float = 25.0) -> Path:
-    """Writes frames as an MJPG .avi (lossless enough and decodable everywhere) or mp4v .mp4."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
-    height, width = frames_rgb.shape[1:3]
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
-    assert writer.isOpened(), f"cannot write {path}"
-    for frame in frames_rgb:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
 
 
 @pytest.fixture

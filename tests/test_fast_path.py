@@ -12,13 +12,11 @@ from models.r21d import R21DExtractor
 from models.r21d.builders import build_network
 from models.r21d.preprocess import preprocess_frames
 from models.r21d.zoo import get_record
+from tests.helpers import rel_err
 
 R18 = "r2plus1d_18_16_kinetics"
 REL_TOL = 1e-4
 
-
-def rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.r21d import R21DExtractor
+from tests.helpers import rel_err
 
 pytestmark = [
     pytest.mark.gpu,
@@ -16,9 +17,6 @@ pytestmark = [
 
 R18 = "r2plus1d_18_16_kinetics"
 
-
-def rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,12 @@ from models.r21d import R21DExtractor
 from models.r21d.builders import build_network
 from models.r21d.zoo import get_record
 from tests.conftest import SAMPLES
+from tests.helpers import rel_err
 from tests.oracle import naive_features
 
 REL_TOL = 1e-4
 R18 = "r2plus1d_18_16_kinetics"
 
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 def unfolded_network(model_name: str, checkpoint) -> torch.nn.Module:

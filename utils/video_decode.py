@@ -193,11 +193,3 @@ def quiet_decoder_logs(debug: bool) -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-
-def read_all_frames_rgb(path: str | os.PathLike, apply_rotation: bool = False) -> np.ndarray:
-    """Whole video as one ``T x H x W x 3`` uint8 RGB array (for small clips and tests)."""
-    reader = VideoReader(path, apply_rotation=apply_rotation)
-    frames = [frame for _, frame in reader.frames()]
-    if not frames:
-        return np.zeros((0, reader.info.height, reader.info.width, 3), dtype=np.uint8)
-    return np.stack(frames)
