@@ -1,29 +1,37 @@
 """Command line: ``python main.py feature_type=r21d video_paths="[a.mp4, b.mp4]"``.
 
-A thin Hydra shell: it composes the config, turns it into plain values and
-hands them to :func:`utils.cli.run_cli`, which does the work.
+A thin Hydra shell, and the one place that wires a model to a runner: it composes
+the config, turns it into plain values and hands them, with the function that
+picks the extractor class of a ``feature_type``, to :func:`utils.cli.run_cli`.
 """
 
 import logging
 import sys
+from typing import Any, Mapping, TextIO
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from configs.schema import register_configs, unknown_key_error
+from models import get_extractor_class
 from utils.cli import run_cli
 
 register_configs()
 
 
+def run(values: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    """An extraction from plain settings (every key optional); the exit status."""
+    return run_cli(values, get_extractor_class, stdout=stdout, stderr=stderr)
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    values = OmegaConf.to_container(cfg, resolve=True)
     logging.basicConfig(
-        level=logging.DEBUG if settings.get("debug") else logging.INFO,
+        level=logging.DEBUG if values.get("debug") else logging.INFO,
         format="%(levelname)s: %(message)s",
     )
-    sys.exit(run_cli(settings))
+    sys.exit(run(values))
 
 
 def cli() -> None:

@@ -1,8 +1,8 @@
-"""The naive reference mode: SPEC §3-§4 done the straightforward way, like ``video_features``.
+"""The naive reference mode: the documented preprocessing and windows done the plain way (``video_features``).
 
 Whole video decoded into RAM with OpenCV, converted to float32, resized on the CPU with
 ``F.interpolate``, normalised and cropped, then one window per forward pass in float32.
-Written from SPEC only (not from the product's pipeline), it is both the speed baseline of
+Written from the documented behaviour only (not from the product's pipeline), it is both the speed baseline of
 ``benchmarks/run_benchmark.py`` and the oracle of the tests.
 
 Memory grows with the video: about ``10 * T * H * W * 3`` bytes at the peak
@@ -37,7 +37,7 @@ def decode_all_rgb(path: str) -> np.ndarray:
 
 
 def preprocess_clip(frames_thwc: np.ndarray) -> torch.Tensor:
-    """T x H x W x 3 uint8 -> 3 x T x 112 x 112 float32, in the order SPEC §3 gives."""
+    """T x H x W x 3 uint8 -> 3 x T x 112 x 112 float32, in the documented order."""
     video = torch.from_numpy(frames_thwc).permute(3, 0, 1, 2).to(torch.float32) / 255  # C T H W
     video = F.interpolate(video, size=RESIZE_HW, mode="bilinear", align_corners=False)
     video = (video - torch.tensor(MEAN).view(3, 1, 1, 1)) / torch.tensor(STD).view(3, 1, 1, 1)

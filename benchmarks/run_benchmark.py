@@ -39,7 +39,8 @@ import torch
 from benchmarks.make_dataset import make_dataset
 from benchmarks.naive_reference import naive_peak_bytes
 from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
-from models.r21d.extractor import PRECISIONS, default_decode_workers
+from models.r21d.extractor import PRECISIONS
+from utils.prefetch import default_decode_workers
 from models.r21d.zoo import MODEL_ZOO
 from utils.video_decode import VideoReader
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from utils.errors import SettingsError
+
 # feature_type -> "module:class"; imported lazily so one type's dependencies never load another's.
 EXTRACTORS = {
     "r21d": "models.r21d.extractor:R21DExtractor",
@@ -14,6 +16,6 @@ def get_extractor_class(feature_type: str) -> type:
     try:
         target = EXTRACTORS[feature_type]
     except KeyError:
-        raise ValueError(f"feature_type={feature_type!r} is unknown; allowed: {', '.join(EXTRACTORS)}") from None
+        raise SettingsError(f"feature_type={feature_type!r} is unknown; allowed: {', '.join(EXTRACTORS)}") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)

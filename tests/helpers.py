@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.cli import run_cli
+from main import run as run_cli
 
 MODEL = "r2plus1d_18_16_kinetics"
 

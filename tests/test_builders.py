@@ -63,7 +63,7 @@ def test_zoo_records():
         "r2plus1d_18_16_kinetics", "r2plus1d_34_32_ig65m_ft_kinetics", "r2plus1d_34_8_ig65m_ft_kinetics"
     }
     assert [(r.stack_size, r.step_size) for r in MODEL_ZOO.values()] == [(16, 16), (32, 32), (8, 8)]
-    assert [r.file_name for r in MODEL_ZOO.values()] == [  # SPEC §2, the names the hub cache uses
+    assert [r.file_name for r in MODEL_ZOO.values()] == [  # the upstream names, which the hub cache uses
         "r2plus1d_18-91a641e6.pth",
         "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
         "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",

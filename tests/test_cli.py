@@ -29,7 +29,7 @@ def saved(out: Path, stem: str, ext: str = "npy", model: str = R18) -> Path:
     return out / "r21d" / model / f"{stem}_r21d.{ext}"
 
 
-# ---------------------------------------------------------------- SPEC §1 command forms
+# ---------------------------------------------------------------- the command forms users know
 
 def test_list_of_paths_printed(ckpt, tmp_path):
     a, b = SAMPLES

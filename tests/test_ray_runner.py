@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, run_main, synthetic_frames, write_video
-from utils.cli import run_cli
+from main import run as run_cli
+from models.r21d import R21DExtractor, R21DSettings
 from utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
 from utils.runner import VideoOutcome
 from utils.sinks import load_feature_file
@@ -155,12 +156,12 @@ def test_worker_plan_defaults_follow_the_cluster() -> None:
     assert plan_workers(RaySettings(), eight_gpu_node, want_gpu=False).gpus_per_worker == 0  # device=cpu
     laptop = [(2.0, 0.0)]
     assert plan_workers(RaySettings(), laptop, want_gpu=True).num_workers == 1
-    two = plan_workers(RaySettings(num_workers=2), laptop, want_gpu=False)
+    two = plan_workers(RaySettings(ray_num_workers=2), laptop, want_gpu=False)
     assert (two.num_workers, two.cpus_per_worker, two.decode_workers) == (2, 1.0, 1)
     with pytest.raises(RaySetupError, match="ray_gpus_per_worker=1 but the Ray cluster has no GPU"):
-        plan_workers(RaySettings(gpus_per_worker=1), laptop, want_gpu=True)
+        plan_workers(RaySettings(ray_gpus_per_worker=1), laptop, want_gpu=True)
     with pytest.raises(RaySetupError, match="needs 4 CPUs but the Ray cluster has 2"):
-        plan_workers(RaySettings(num_workers=4, cpus_per_worker=1), laptop, want_gpu=False)
+        plan_workers(RaySettings(ray_num_workers=4, ray_cpus_per_worker=1), laptop, want_gpu=False)
 
 
 def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict, tmp_path: Path) -> None:
@@ -169,7 +170,7 @@ def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict
     kwargs = {k: settings[k] for k in ("model_name", "device", "checkpoint_path", "stack_size", "step_size",
                                       "batch_size", "tmp_path")}
     threads = torch.get_num_threads()
-    worker = ExtractionWorker("r21d", kwargs, "save_numpy", settings["output_path"], num_threads=1,
+    worker = ExtractionWorker(R21DExtractor, R21DSettings(**kwargs), "save_numpy", settings["output_path"], num_threads=1,
                               with_metadata=True)
     try:
         assert worker.ready()["error"] is None
@@ -186,8 +187,9 @@ def test_worker_without_ray_matches_the_local_run(dataset: dict, reference: dict
     written = {name for name in reference if any(name.startswith(Path(p).stem + "_") for p in paths)}
     _assert_same_outputs(_outputs(tmp_path / "out"), {name: reference[name] for name in written})
 
-    broken = ExtractionWorker("r21d", {**kwargs, "stack_size": 0}, "save_numpy", settings["output_path"])
-    assert broken.ready()["error"].startswith("stack_size=0 is invalid")
+    missing = R21DSettings(**{**kwargs, "checkpoint_path": str(tmp_path / "missing.pth")})
+    broken = ExtractionWorker(R21DExtractor, missing, "save_numpy", settings["output_path"])
+    assert broken.ready()["error"].startswith("checkpoint_path=")  # reported by ready(), not a crash
 
 
 class _FakeRay:
@@ -237,7 +239,7 @@ def test_video_that_kills_its_worker_fails_alone_and_the_rest_completes(tmp_path
     paths = [f"v{i:02d}.mp4" for i in range(10)]
     fake = _FakeRay(poison="v05.mp4")  # held with v03, v04; retried after them
     plan = WorkerPlan(num_workers=2, gpus_per_worker=0, cpus_per_worker=1, decode_workers=1)
-    summary, report_path = _RayRun(fake, plan, (), paths, str(tmp_path), progress=False).run()
+    summary, report_path = _RayRun(fake, plan, (), paths, tmp_path / "run_report.jsonl", progress=False).run()
     assert [(o.path, o.status) for o in summary.outcomes] == [(p, "failed" if p == "v05.mp4" else "done") for p in paths]
     assert summary.failed[0].reason == (
         "its Ray worker died 2 times while extracting it (last: The actor died unexpectedly before finishing this task)")

@@ -1,56 +1,52 @@
-"""What ``main.py`` runs: plain settings in, exit status out. No Hydra here."""
+"""What ``main.py`` runs: flat settings in, exit status out. No Hydra here, and no model:
+``main.py`` hands in the function that gives the extractor class of a ``feature_type``."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, TextIO
-
-from models import get_extractor_class
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from .claims import ClaimBook
-from .ffmpeg import FFmpegError
-from .path_list import PathListError, check_unique_stems, collect_video_paths, shard
+from .errors import SettingsError, UserError
+from .path_list import check_unique_stems, collect_video_paths, shard
+from .plots import plot_paths, require_matplotlib, save_video_plots
 from .predictions import format_window_predictions
-from .ray_runner import RAY_KEYS, RUNNERS, RaySettings, run_on_ray
-from .runner import RunSummary, run_extraction
+from .ray_runner import RaySettings, run_on_ray
+from .runner import RunSummary, report_path_in, run_extraction
 from .metadata import METADATA_KEYS
-from .plots import PlotsUnavailableError, plot_paths, require_matplotlib, save_video_plots
-from .sinks import ON_EXTRACTION_CHOICES, FileSink, Sink, make_sink
+from .settings import ExtractorSettings, RunSettings, split_settings
+from .sinks import FileSink, Sink, make_sink, output_dir
 from .video_decode import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
-# Keys that steer the run; every other key is an argument of the extractor class.
-RUN_KEYS = (
-    "feature_type", "video_paths", "file_with_video_paths", "on_extraction", "output_path",
-    "num_shards", "shard_index", "debug", "progress", "save_plots", "save_metadata", "lock_stale_s", *RAY_KEYS,
-)
 EXIT_BAD_CONFIG = 2
 
 
-class SettingsError(ValueError):
-    """A run-level setting is not allowed."""
+class Extractor(Protocol):
+    """What the command line needs of an extractor (see models.r21d.R21DExtractor)."""
+
+    feature_type: str
+    model_name: str
+    feature_dim: int
+    labels: list[str]
+    weights_source: str  # the weights file, or "random"
+
+    def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, object]]: ...
 
 
-def check_run_settings(settings: Mapping[str, Any]) -> None:
-    runner = settings.get("runner", "local")
-    if runner not in RUNNERS:
-        raise SettingsError(f"runner={runner!r} is unknown; allowed: {', '.join(RUNNERS)}")
-    on_extraction = settings.get("on_extraction", "print")
-    if on_extraction not in ON_EXTRACTION_CHOICES:
-        raise SettingsError(
-            f"on_extraction={on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}"
-        )
-    out, tmp = settings.get("output_path"), settings.get("tmp_path")
-    if out is not None and tmp is not None and Path(out).resolve() == Path(tmp).resolve():
-        raise SettingsError(
-            f"output_path and tmp_path are both {out!r}: temporary files would mix with features; "
-            "give them different folders"
-        )
+class ExtractorClass(Protocol):
+    """An extractor class: its settings dataclass, and an instance made from one."""
+
+    feature_type: str
+    Settings: type
+
+    def __call__(self, settings: ExtractorSettings) -> Extractor: ...
 
 
 class _WithPlots:
@@ -82,75 +78,88 @@ def check_writable_folder(folder: str | os.PathLike, key: str = "output_path") -
         ) from None
 
 
-def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def check_folders_differ(run: RunSettings, extractor_settings: ExtractorSettings) -> None:
+    out, tmp = run.output_path, extractor_settings.tmp_path
+    if out is not None and tmp is not None and Path(out).resolve() == Path(tmp).resolve():
+        raise SettingsError(
+            f"output_path and tmp_path are both {out!r}: temporary files would mix with features; "
+            "give them different folders"
+        )
+
+
+def run_cli(
+    values: Mapping[str, Any],
+    extractor_class_for: Callable[[str], ExtractorClass],
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+) -> int:
     """Run an extraction as the command line does; returns the process exit status.
 
+    ``values``: every key of the command line (``feature_type`` plus the fields of
+    :class:`~utils.settings.RunSettings`, :class:`~utils.ray_runner.RaySettings` and the
+    extractor's settings), missing ones at their defaults.
     0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done.
     """
-    settings = dict(settings)
-    debug = bool(settings.get("debug", False))
-    quiet_decoder_logs(debug)
-    from models.r21d.weights import WeightsUnavailableError  # noqa: PLC0415 (one error type of the zoo)
-
-    save_plots = bool(settings.get("save_plots", False))
-    save_metadata = bool(settings.get("save_metadata", False))
-    show_pred = bool(settings.get("show_pred", False))
-    setup_errors = (ValueError, PathListError, WeightsUnavailableError, FFmpegError, PlotsUnavailableError)
+    values = dict(values)
+    quiet_decoder_logs(bool(values.get("debug", False)))
     try:
-        check_run_settings(settings)
-        if save_plots:
+        extractor_cls = extractor_class_for(values.pop("feature_type", "r21d"))
+        run, ray_settings, extractor_settings = split_settings(
+            values, [RunSettings, RaySettings, extractor_cls.Settings])
+        check_folders_differ(run, extractor_settings)
+        if run.save_plots:
             require_matplotlib()
-        paths = collect_video_paths(settings.get("video_paths"), settings.get("file_with_video_paths"))
+        paths = collect_video_paths(run.video_paths, run.file_with_video_paths)
         check_unique_stems(paths)
-        paths = shard(paths, int(settings.get("num_shards", 1)), int(settings.get("shard_index", 0)))
-        extractor_cls = get_extractor_class(settings.get("feature_type", "r21d"))
-        extractor_args = {k: v for k, v in settings.items() if k not in RUN_KEYS}
-        if settings.get("runner", "local") == "ray":
+        paths = shard(paths, run.num_shards, run.shard_index)
+        if run.runner == "ray":
             # Workers build the extractor; setup problems still come back before any video is touched.
             summary, report_path = run_on_ray(
-                paths, extractor_args,
-                feature_type=settings.get("feature_type", "r21d"),
-                on_extraction=settings.get("on_extraction", "print"),
-                output_path=settings.get("output_path", "./output"),
-                ray_settings=RaySettings.from_settings(settings),
-                debug=debug,
-                progress=bool(settings.get("progress", True)),
-                with_metadata=save_metadata,
-                save_plots=save_plots,
+                paths, extractor_cls, extractor_settings,
+                on_extraction=run.on_extraction,
+                output_path=run.output_path,
+                ray_settings=ray_settings,
+                debug=run.debug,
+                progress=run.progress,
+                with_metadata=run.save_metadata,
+                save_plots=run.save_plots,
             )
             return _finish(summary, report_path, stderr)
-        extractor_args["show_pred"] = show_pred or save_plots  # the timeline picture needs the logits
-        extractor = extractor_cls(**extractor_args)
-    except setup_errors as exc:
+        # The timeline picture needs the logits.
+        extractor = extractor_cls(dataclasses.replace(
+            extractor_settings, show_pred=extractor_settings.show_pred or run.save_plots))
+        return _run_local(run, extractor, extractor_settings.show_pred, paths, stdout, stderr)
+    except UserError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_CONFIG
 
-    on_extraction = settings.get("on_extraction", "print")
-    output_path = settings.get("output_path", "./output")
-    output_dir = Path(output_path) / extractor.feature_type / extractor.model_name
-    sink = make_sink(on_extraction, output_path, extractor.feature_type, extractor.model_name,
-                     extractor.record.feature_dim, stdout, METADATA_KEYS if save_metadata else ())
+
+def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: list[str],
+               stdout: TextIO, stderr: TextIO) -> int:
+    folder = output_dir(run.output_path, extractor.feature_type, extractor.model_name)
+    sink = make_sink(run.on_extraction, run.output_path, extractor.feature_type, extractor.model_name,
+                     extractor.feature_dim, stdout, METADATA_KEYS if run.save_metadata else ())
     claims = None
     if isinstance(sink, FileSink):  # workers sharing the folder split the videos (utils/claims.py)
+        claims = ClaimBook(sink.path_for, stale_s=run.lock_stale_s)
         try:
-            claims = ClaimBook(sink.path_for, stale_s=float(settings.get("lock_stale_s", 300.0)))
             check_writable_folder(sink.folder)
-        except ValueError as exc:
-            print(f"error: {exc}", file=stderr)
-            return EXIT_BAD_CONFIG
-    if save_plots:
-        sink = _WithPlots(sink, output_dir)
-    report_path = output_dir / "run_report.jsonl" if on_extraction != "print" else None
+        except SettingsError:
+            claims.close()
+            raise
+    if run.save_plots:
+        sink = _WithPlots(sink, folder)
+    report_path = report_path_in(folder) if run.on_extraction != "print" else None
 
     def on_result(result: Any) -> None:
         if show_pred:
             print(f"Predictions for {result.path}:", file=stdout)
             print(format_window_predictions(result.window_bounds, result.logits, extractor.labels),
                   end="", file=stdout, flush=True)
-        if save_plots:
+        if run.save_plots:
             random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
             written = save_video_plots(
-                output_dir, result.path, result.features, result.window_bounds, result.fps, result.logits,
+                folder, result.path, result.features, result.window_bounds, result.fps, result.logits,
                 extractor.labels, title=f"{Path(result.path).name} - {extractor.model_name}{random_note}",
             )
             log.info("plots of %s: %s", result.path, ", ".join(map(os.fspath, written)))
@@ -158,11 +167,11 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
     try:
         summary: RunSummary = run_extraction(
             extractor, paths, sink,
-            on_result=on_result if show_pred or save_plots else None,
+            on_result=on_result if show_pred or run.save_plots else None,
             report_path=report_path,
-            debug=debug,
-            progress=bool(settings.get("progress", True)),
-            with_metadata=save_metadata,
+            debug=run.debug,
+            progress=run.progress,
+            with_metadata=run.save_metadata,
             claims=claims,
         )
     finally:

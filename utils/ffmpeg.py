@@ -11,9 +11,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .errors import SettingsError, VideoError
 
-class FFmpegError(RuntimeError):
-    """ffmpeg is missing or failed; the message is one line for the user."""
+
+class FFmpegError(VideoError):
+    """ffmpeg failed on one video; the message is one line for the user."""
+
+
+class FFmpegNotFoundError(SettingsError):
+    """No ffmpeg binary: re-encoding (``extraction_fps``) is impossible."""
 
 
 def find_ffmpeg() -> str:
@@ -30,7 +36,7 @@ def find_ffmpeg() -> str:
             return imageio_ffmpeg.get_ffmpeg_exe()
         except RuntimeError:
             pass
-    raise FFmpegError(
+    raise FFmpegNotFoundError(
         "ffmpeg not found: install it (apt install ffmpeg / conda install ffmpeg) "
         "or `pip install imageio-ffmpeg`, which ships a binary"
     )

@@ -7,8 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .errors import SettingsError
 
-class PathListError(ValueError):
+
+class PathListError(SettingsError):
     """The list of inputs cannot be used as given; the message says what to change."""
 
 
@@ -76,9 +78,6 @@ def check_unique_stems(paths: Sequence[str]) -> None:
 
 
 def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:
-    """Every ``num_shards``-th path starting at ``shard_index``: disjoint shards that cover the list."""
-    if num_shards < 1:
-        raise PathListError(f"num_shards={num_shards} is invalid: it must be >= 1")
-    if not 0 <= shard_index < num_shards:
-        raise PathListError(f"shard_index={shard_index} is invalid: it must be in 0..{num_shards - 1}")
+    """Every ``num_shards``-th path starting at ``shard_index``: disjoint shards that cover the list
+    (both checked by :class:`utils.settings.RunSettings`)."""
     return list(paths[shard_index::num_shards])

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .atomic import atomic_write
+from .errors import SettingsError
 from .path_list import output_stem
 from .predictions import top_k
 
@@ -44,7 +45,7 @@ MAX_COLOURED_CLASSES = 9
 _OTHER_COLOUR = "#9e9e9e"
 
 
-class PlotsUnavailableError(RuntimeError):
+class PlotsUnavailableError(SettingsError):
     """matplotlib is missing; the message says how to install it."""
 
 

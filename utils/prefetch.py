@@ -7,6 +7,7 @@ give real parallelism here without copying frames between processes.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -18,6 +19,12 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 _DONE = object()
+
+
+def default_decode_workers(cpus: int | None = None) -> int:
+    """Decode threads when the user leaves ``decode_workers`` unset: half of ``cpus``
+    (default: this machine's), 1 to 8; the other half runs the model's CPU work."""
+    return max(1, min(8, (cpus or os.cpu_count() or 2) // 2))
 
 
 class DeadlinePassed(Exception):

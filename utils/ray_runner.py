@@ -8,7 +8,7 @@
                                                 thread: skip_if_done -> extract_many
                                                 (decodes ahead on threads) -> store_result
                                                 (atomic .npy/.pkl, same FileSink as local)
-    RunSummary, RunReport, tqdm  <--outcomes--  outbox queue
+    OutcomeLog (summary, report, bar) <--outcomes--  outbox queue
 
 Only paths and small :class:`~utils.runner.VideoOutcome` records travel through
 Ray; frames and features stay inside the actor, which writes them exactly as
@@ -26,6 +26,7 @@ failed after its second crash instead of taking other videos down with it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -36,22 +37,19 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
-from tqdm import tqdm
 
-from models import get_extractor_class
-
+from .errors import SettingsError
 from .metadata import METADATA_KEYS
-from .runner import RunReport, RunSummary, VideoOutcome, one_line_reason, skip_if_done, store_result
-from .sinks import make_sink
+from .prefetch import default_decode_workers
+from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, report_path_in, skip_if_done, store_result
+from .settings import setting
+from .sinks import make_sink, output_dir
 
 log = logging.getLogger(__name__)
 
-RUNNERS = ("local", "ray")
-# Run-level keys of this runner (run_cli passes every other key to the extractor).
-RAY_KEYS = ("runner", "ray_address", "ray_num_workers", "ray_gpus_per_worker", "ray_cpus_per_worker")
 INSTALL_HINT = 'pip install ".[ray]"'
 # Seconds an exchange call waits for a finished video before returning empty-handed.
 EXCHANGE_WAIT_S = 1.0
@@ -60,7 +58,7 @@ MAX_WORKER_DEATHS_PER_VIDEO = 2
 _CLOSE = None  # inbox marker: the current session of paths is complete
 
 
-class RaySetupError(ValueError):
+class RaySetupError(SettingsError):
     """Ray cannot run this extraction as configured; the message says what to change."""
 
 
@@ -76,33 +74,27 @@ def import_ray() -> Any:
 # ---------------------------------------------------------------------- settings and sizing
 @dataclass(frozen=True)
 class RaySettings:
-    """The ``ray_*`` keys; None means "choose from the cluster" (see :func:`plan_workers`)."""
+    """The ``ray_*`` keys (``runner=local`` ignores them); null means "choose from the cluster"
+    (see :func:`plan_workers`)."""
 
-    address: str | None = None
-    num_workers: int | None = None
-    gpus_per_worker: float | None = None
-    cpus_per_worker: float | None = None
+    ray_address: Optional[str] = setting(
+        None, "null: start a local Ray cluster | auto: join the one `ray start` runs | host:port")
+    ray_num_workers: Optional[int] = setting(None, "model replicas (Ray actors); null: one per GPU, 1 on CPU only")
+    ray_gpus_per_worker: Optional[float] = setting(
+        None, "GPUs per worker; null: 1 when the cluster has GPUs and device is cuda, else 0")
+    ray_cpus_per_worker: Optional[float] = setting(
+        None, "CPUs per worker (decoding; torch threads on CPU); null: a fair share of a node")
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "RaySettings":
-        out = cls(
-            address=settings.get("ray_address"),
-            num_workers=settings.get("ray_num_workers"),
-            gpus_per_worker=settings.get("ray_gpus_per_worker"),
-            cpus_per_worker=settings.get("ray_cpus_per_worker"),
-        )
-        out.check()
-        return out
-
-    def check(self) -> None:
-        if self.num_workers is not None and self.num_workers < 1:
-            raise RaySetupError(f"ray_num_workers={self.num_workers} is invalid: it must be >= 1 (or null: one per GPU)")
-        if self.gpus_per_worker is not None and not (self.gpus_per_worker >= 0 and math.isfinite(self.gpus_per_worker)):
+    def __post_init__(self) -> None:
+        num, gpus, cpus = self.ray_num_workers, self.ray_gpus_per_worker, self.ray_cpus_per_worker
+        if num is not None and num < 1:
+            raise RaySetupError(f"ray_num_workers={num} is invalid: it must be >= 1 (or null: one per GPU)")
+        if gpus is not None and not (gpus >= 0 and math.isfinite(gpus)):
             raise RaySetupError(
-                f"ray_gpus_per_worker={self.gpus_per_worker} is invalid: it must be >= 0 (0: CPU workers; null: 1 if GPUs)"
+                f"ray_gpus_per_worker={gpus} is invalid: it must be >= 0 (0: CPU workers; null: 1 if GPUs)"
             )
-        if self.cpus_per_worker is not None and not (self.cpus_per_worker > 0 and math.isfinite(self.cpus_per_worker)):
-            raise RaySetupError(f"ray_cpus_per_worker={self.cpus_per_worker} is invalid: it must be > 0 (or null: automatic)")
+        if cpus is not None and not (cpus > 0 and math.isfinite(cpus)):
+            raise RaySetupError(f"ray_cpus_per_worker={cpus} is invalid: it must be > 0 (or null: automatic)")
 
 
 @dataclass(frozen=True)
@@ -134,17 +126,17 @@ def plan_workers(
     """
     total_cpus = sum(c for c, _ in nodes_cpus_gpus)
     total_gpus = sum(g for _, g in nodes_cpus_gpus)
-    gpus = ray_settings.gpus_per_worker
+    gpus = ray_settings.ray_gpus_per_worker
     if gpus is None:
         gpus = 1.0 if want_gpu and total_gpus > 0 else 0.0
     elif gpus > 0 and total_gpus == 0:
         raise RaySetupError(
             f"ray_gpus_per_worker={gpus} but the Ray cluster has no GPU: set ray_gpus_per_worker=0 for CPU workers"
         )
-    num = ray_settings.num_workers
+    num = ray_settings.ray_num_workers
     if num is None:
         num = max(1, int(total_gpus // gpus)) if gpus > 0 else 1
-    cpus = ray_settings.cpus_per_worker
+    cpus = ray_settings.ray_cpus_per_worker
     if cpus is None:
         if gpus > 0:
             shares = [c / (g // gpus) for c, g in nodes_cpus_gpus if g >= gpus]
@@ -162,19 +154,19 @@ def plan_workers(
             f"ray_num_workers={num} x ray_cpus_per_worker={cpus:g} needs {num * cpus:g} CPUs but the Ray cluster has "
             f"{total_cpus:g}: lower ray_num_workers or ray_cpus_per_worker"
         )
-    # Same rule as the local default (half the CPUs decode), on this worker's share of CPUs.
-    decode = decode_workers or max(1, min(8, int(cpus) // 2))
+    # The local default's rule, on this worker's share of CPUs.
+    decode = decode_workers or default_decode_workers(int(cpus))
     return WorkerPlan(num_workers=num, gpus_per_worker=gpus, cpus_per_worker=cpus, decode_workers=decode)
 
 
-def check_ray_run(on_extraction: str, extractor_kwargs: Mapping[str, Any], save_plots: bool = False) -> None:
+def check_ray_run(on_extraction: str, show_pred: bool, save_plots: bool = False) -> None:
     """Refuse what only makes sense in one process: printed features or predictions, pictures."""
     if on_extraction == "print":
         raise RaySetupError(
             "runner=ray saves features to files: set on_extraction=save_numpy or save_pickle "
             "(on_extraction=print needs runner=local)"
         )
-    if extractor_kwargs.get("show_pred"):
+    if show_pred:
         raise RaySetupError("show_pred=true prints predictions and needs runner=local: drop show_pred for runner=ray")
     if save_plots:
         raise RaySetupError("save_plots=true draws pictures for a look at a few videos and needs runner=local: "
@@ -194,8 +186,8 @@ class ExtractionWorker:
 
     def __init__(
         self,
-        feature_type: str,
-        extractor_kwargs: Mapping[str, Any],
+        extractor_cls: Any,
+        extractor_settings: Any,
         on_extraction: str,
         output_path: str,
         debug: bool = False,
@@ -215,9 +207,9 @@ class ExtractionWorker:
         self._stopping = False
         self._t_last = time.perf_counter()  # when the previous video of this session finished
         try:
-            self.extractor = get_extractor_class(feature_type)(**extractor_kwargs)
+            self.extractor = extractor_cls(extractor_settings)
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
-                                  self.extractor.record.feature_dim, sys.stdout,
+                                  self.extractor.feature_dim, sys.stdout,
                                   METADATA_KEYS if with_metadata else ())
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
@@ -303,28 +295,24 @@ class _RayRun:
     """The driver loop: hands paths to workers, collects outcomes, replaces dead workers."""
 
     def __init__(self, ray: Any, plan: WorkerPlan, worker_args: tuple, video_paths: Sequence[str],
-                 output_path: str, progress: bool) -> None:
+                 report_path: Path, progress: bool) -> None:
         self.ray = ray
         self.plan = plan
         self.worker_args = worker_args
-        self.output_path = output_path
         self.given = {os.path.abspath(p): p for p in video_paths}
         self.order = {p: i for i, p in enumerate(video_paths)}
         self.fresh: deque[str] = deque(self.given)
         self.retries: deque[str] = deque()
         self.deaths: Counter[str] = Counter()
-        self.outcomes: list[VideoOutcome] = []
-        self.report: RunReport | None = None
-        self.report_path: Path | None = None
+        self.report_path = report_path
+        self.log = OutcomeLog(len(self.given), report_path, progress)
         self.startup_deaths = 0
-        self.frames_done = 0
-        self.t_first_ready: float | None = None
+        self.any_ready = False
         remote_cls = ray.remote(ExtractionWorker).options(
             num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker, max_restarts=0, max_task_retries=0,
         )
         self.remote_cls = remote_cls
         self.slots = [_Slot(index=i) for i in range(plan.num_workers)]
-        self.bar = tqdm(total=len(self.given), unit="video", disable=not progress, dynamic_ncols=True)
 
     # -------------------------------------------------------------- lifecycle
     def run(self) -> tuple[RunSummary, Path | None]:
@@ -337,12 +325,12 @@ class _RayRun:
                 for ref in ready_refs:
                     self._handle(by_ref[ref], ref)
         finally:
-            self.bar.close()
+            self.log.close()
             for slot in self.slots:
                 if slot.actor is not None:
                     self.ray.kill(slot.actor)
-        self.outcomes.sort(key=lambda o: self.order.get(o.path, len(self.order)))
-        return RunSummary(outcomes=self.outcomes), self.report_path
+        outcomes = sorted(self.log.summary.outcomes, key=lambda o: self.order.get(o.path, len(self.order)))
+        return RunSummary(outcomes=outcomes), self.report_path
 
     def _start(self, slot: _Slot) -> None:
         slot.actor = self.remote_cls.remote(*self.worker_args)
@@ -360,11 +348,9 @@ class _RayRun:
                 raise RaySetupError(f"a Ray worker could not build the extractor: {value['error']}")
             slot.started, slot.pid = True, value["pid"]
             log.info("Ray worker %d ready (pid %s, %s)", slot.index, value["pid"], value["device"])
-            if self.report is None:
-                folder = Path(self.output_path) / value["feature_type"] / value["model_name"]
-                self.report_path = folder / "run_report.jsonl"
-                self.report = RunReport(self.report_path)
-                self.t_first_ready = time.perf_counter()
+            if not self.any_ready:
+                self.any_ready = True
+                self.log.restart_clock()
         else:
             for outcome in value:
                 self._record(slot, outcome)
@@ -400,17 +386,7 @@ class _RayRun:
 
     def _add(self, outcome: VideoOutcome) -> None:
         outcome.path = self.given.get(outcome.path, outcome.path)
-        self.outcomes.append(outcome)
-        if self.report is not None:
-            self.report.add(outcome)
-        if outcome.status == "failed":
-            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
-        if outcome.status == "done":
-            self.frames_done += outcome.frames or 0
-        elapsed_s = time.perf_counter() - (self.t_first_ready or time.perf_counter())
-        self.bar.update()
-        self.bar.set_postfix(frames_per_s=f"{self.frames_done / max(elapsed_s, 1e-9):.1f}",
-                             workers=sum(s.started for s in self.slots))
+        self.log.add(outcome, workers=sum(s.started for s in self.slots))
 
     def _worker_died(self, slot: _Slot, exc: BaseException) -> None:
         reason = death_reason(exc)
@@ -450,9 +426,9 @@ def death_reason(exc: BaseException) -> str:
 
 def run_on_ray(
     video_paths: Sequence[str],
-    extractor_kwargs: Mapping[str, Any],
+    extractor_cls: Any,
+    extractor_settings: Any,
     *,
-    feature_type: str = "r21d",
     on_extraction: str = "save_numpy",
     output_path: str = "./output",
     ray_settings: RaySettings = RaySettings(),
@@ -463,22 +439,25 @@ def run_on_ray(
 ) -> tuple[RunSummary, Path | None]:
     """Extract ``video_paths`` on Ray workers into files; the summary and the run report's path.
 
+    Each worker builds ``extractor_cls(extractor_settings)`` once (``extractor_cls``
+    is a class Ray can import by name, with a ``feature_type``; the settings a frozen dataclass
+    with ``model_name``, ``device``, ``decode_workers``, ``show_pred``, ``tmp_path`` and
+    ``checkpoint_path``, as :class:`~utils.settings.ExtractorSettings` says).
     Joins the Ray runtime already initialised in this process, else
-    ``ray.init(address=ray_settings.address)`` (None: a new local cluster,
+    ``ray.init(address=ray_settings.ray_address)`` (None: a new local cluster,
     ``"auto"``: the cluster started by ``ray start``) and shuts down what it started.
     Inputs, ``output_path`` and ``tmp_path`` must be at the same paths on every node.
     Raises :class:`RaySetupError` before any video is touched when the run cannot work.
     """
-    check_ray_run(on_extraction, extractor_kwargs, save_plots)
-    ray_settings.check()
+    check_ray_run(on_extraction, extractor_settings.show_pred, save_plots)
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=ray_settings.address, logging_level=logging.DEBUG if debug else logging.WARNING)
+            ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING)
         except (ConnectionError, SystemExit) as exc:  # Ray exits when the GCS at the address never answers
             raise RaySetupError(
-                f"ray_address={ray_settings.address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
+                f"ray_address={ray_settings.ray_address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
                 "start one with `ray start --head`, or set ray_address=null for a local one"
             ) from None
     try:
@@ -486,23 +465,27 @@ def run_on_ray(
             (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
             for n in ray.nodes() if n.get("Alive")
         ]
-        device = str(extractor_kwargs.get("device", "cuda:0"))
+        device = str(extractor_settings.device)
         want_gpu = device.startswith("cuda")
-        plan = plan_workers(ray_settings, nodes, want_gpu, extractor_kwargs.get("decode_workers"))
+        plan = plan_workers(ray_settings, nodes, want_gpu, extractor_settings.decode_workers)
         if want_gpu and plan.gpus_per_worker == 0:
             log.warning("device=%s asked for but the Ray workers have no GPU: they run on cpu", device)
         log.info("Ray: %d worker(s), %g GPU and %g CPU each, %d decode thread(s) each",
                  plan.num_workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.decode_workers)
-        worker_kwargs = dict(extractor_kwargs)
-        # Ray shows each GPU actor only its own GPU(s), as cuda:0.
-        worker_kwargs["device"] = "cuda:0" if plan.gpus_per_worker > 0 else "cpu"
-        worker_kwargs["decode_workers"] = plan.decode_workers
-        for key in ("tmp_path", "checkpoint_path"):  # workers may run in another directory
-            if worker_kwargs.get(key) is not None:
-                worker_kwargs[key] = os.path.abspath(worker_kwargs[key])
-        worker_args = (feature_type, worker_kwargs, on_extraction, os.path.abspath(output_path), debug,
+        worker_settings = dataclasses.replace(
+            extractor_settings,
+            # Ray shows each GPU actor only its own GPU(s), as cuda:0.
+            device="cuda:0" if plan.gpus_per_worker > 0 else "cpu",
+            decode_workers=plan.decode_workers,
+            # Workers may run in another directory.
+            tmp_path=os.path.abspath(extractor_settings.tmp_path),
+            checkpoint_path=(None if extractor_settings.checkpoint_path is None
+                             else os.path.abspath(extractor_settings.checkpoint_path)),
+        )
+        worker_args = (extractor_cls, worker_settings, on_extraction, os.path.abspath(output_path), debug,
                        max(1, int(plan.cpus_per_worker)), with_metadata)
-        return _RayRun(ray, plan, worker_args, video_paths, output_path, progress).run()
+        report_path = report_path_in(output_dir(output_path, extractor_cls.feature_type, extractor_settings.model_name))
+        return _RayRun(ray, plan, worker_args, video_paths, report_path, progress).run()
     finally:
         if started_here:
             ray.shutdown()

@@ -24,9 +24,17 @@ from tqdm import tqdm
 
 from .atomic import remove_temp_files
 from .claims import ClaimBook, ClaimOwner
+from .errors import UserError
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
+
+REPORT_FILE_NAME = "run_report.jsonl"
+
+
+def report_path_in(folder: str | os.PathLike) -> Path:
+    """The run report of the outputs in ``folder``."""
+    return Path(folder) / REPORT_FILE_NAME
 
 
 class ExtractsVideos(Protocol):
@@ -72,9 +80,10 @@ class RunSummary:
 
 
 def one_line_reason(exc: BaseException) -> str:
-    """``exc`` as one line: our own errors by message, others prefixed by their type."""
+    """``exc`` as one line: a :class:`~utils.errors.UserError` by its message, anything else
+    (a bug, a library's error) prefixed by its type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if type(exc).__module__.split(".")[0] in ("utils", "models"):
+    if isinstance(exc, UserError):
         return text
     return f"{type(exc).__name__}: {text}"
 
@@ -111,6 +120,39 @@ class RunReport:
                 log.warning("cannot write the run report %s (%s); the summary below still lists every video",
                             self.path, exc)
                 self._warned = True
+
+
+class OutcomeLog:
+    """Where each video's outcome goes, in every runner: the :class:`RunSummary`, the
+    :class:`RunReport`, a ``FAILED`` line on the console and the progress bar (videos,
+    with the frames per second of the videos done so far)."""
+
+    def __init__(self, total: int, report_path: str | os.PathLike | None, progress: bool) -> None:
+        self.summary = RunSummary()
+        self.report = RunReport(report_path)
+        self.bar = tqdm(total=total, unit="video", disable=not progress or not total, dynamic_ncols=True)
+        self.frames_done = 0
+        self.t_start = time.perf_counter()
+
+    def restart_clock(self) -> None:
+        """Frames per second count from now (e.g. once the first worker is ready)."""
+        self.t_start = time.perf_counter()
+
+    def add(self, outcome: VideoOutcome, counted: bool = True, **postfix: object) -> None:
+        """Record ``outcome``; ``counted``: it advances the progress bar (``postfix``: extra bar fields)."""
+        if outcome.status == "failed":
+            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
+        self.summary.outcomes.append(outcome)
+        self.report.add(outcome)
+        if outcome.status == "done":
+            self.frames_done += outcome.frames or 0
+        if counted:
+            elapsed_s = time.perf_counter() - self.t_start
+            self.bar.update()
+            self.bar.set_postfix(frames_per_s=f"{self.frames_done / max(elapsed_s, 1e-9):.1f}", **postfix)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def skip_if_done(sink: Sink, path: str) -> VideoOutcome | None:
@@ -158,34 +200,25 @@ def store_result(
 class _Run:
     """One call of :func:`run_extraction`: the loop, its records and its claims."""
 
-    def __init__(self, extractor: ExtractsVideos, sink: Sink, report: RunReport, claims: ClaimBook | None,
+    def __init__(self, extractor: ExtractsVideos, sink: Sink, log: OutcomeLog, claims: ClaimBook | None,
                  on_result: Callable[[object], None] | None, debug: bool, with_metadata: bool) -> None:
         self.extractor = extractor
         self.sink = sink
-        self.report = report
+        self.log = log
         self.claims = claims
         self.on_result = on_result
         self.debug = debug
         self.with_metadata = with_metadata
-        self.summary = RunSummary()
         self.deferred: list[str] = []  # claimed by other workers: looked at again later
         self.holders: dict[str, ClaimOwner] = {}
-        self.bar: tqdm | None = None
-        self.frames_total = 0
-        self.t_start = self.t_last = time.perf_counter()
+        self.t_last = time.perf_counter()
 
     def record(self, outcome: VideoOutcome, counted: bool = True) -> None:
         now = time.perf_counter()
         if counted and outcome.status != "skipped":
             outcome.seconds = round(now - self.t_last, 3)
             self.t_last = now
-        if outcome.status == "failed":
-            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
-        self.summary.outcomes.append(outcome)
-        self.report.add(outcome)
-        if counted and self.bar is not None:
-            self.bar.update()
-            self.bar.set_postfix(frames_per_s=f"{self.frames_total / max(now - self.t_start, 1e-9):.1f}")
+        self.log.add(outcome, counted=counted)
 
     def claimed(self, paths: Iterable[str]) -> Iterator[str]:
         """The paths of ``paths`` this worker gets to extract; never waits for other workers."""
@@ -215,7 +248,6 @@ class _Run:
     def extract(self, paths: Sequence[str]) -> None:
         for path, result in self.extractor.extract_many(self.claimed(paths)):
             outcome = store_result(path, result, self.sink, self.on_result, self.debug, self.with_metadata)
-            self.frames_total += outcome.frames or 0
             if self.claims is not None:
                 if outcome.status == "failed":
                     self.claims.record_failure(path, outcome.reason)
@@ -263,21 +295,22 @@ def run_extraction(
     worker's own share is done (until it is done, failed, or its claim went
     stale and this worker takes it over).
     """
-    run = _Run(extractor, sink, RunReport(report_path), claims, on_result, debug, with_metadata)
-    todo = []
+    todo, skipped = [], []
     for path in video_paths:
-        skipped = skip_if_done(sink, path)
-        if skipped is not None:
-            run.record(skipped, counted=False)
+        outcome = skip_if_done(sink, path)
+        if outcome is not None:
+            skipped.append(outcome)
         else:
             todo.append(path)
-
-    run.bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, dynamic_ncols=True)
+    outcome_log = OutcomeLog(len(todo), report_path, progress)
+    run = _Run(extractor, sink, outcome_log, claims, on_result, debug, with_metadata)
+    for outcome in skipped:
+        run.record(outcome, counted=False)
     try:
         run.extract(todo)
         run.wait_for_others()
     finally:
-        run.bar.close()
+        outcome_log.close()
         if claims is not None:
             claims.release_all()
-    return run.summary
+    return outcome_log.summary

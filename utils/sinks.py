@@ -1,4 +1,4 @@
-"""Where features go: printed, or saved as .npy / .pkl files (SPEC §6).
+"""Where features go: printed, or saved as .npy / .pkl files.
 
 Every sink has the same tiny protocol: ``write(video_path, feats)`` and
 ``is_done(video_path)``. Sinks do no math. Saved files are written atomically
@@ -18,6 +18,11 @@ from .atomic import atomic_write
 from .path_list import output_stem
 
 ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle")
+
+
+def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> Path:
+    """``<output_root>/<feature_type>/<model_name>``: where a model's files of a run go."""
+    return Path(output_root) / feature_type / model_name
 
 
 class Sink(Protocol):
@@ -90,7 +95,7 @@ class FileSink:
         only counts as done when their files exist too."""
         if fmt not in ("npy", "pkl"):
             raise ValueError(f"fmt={fmt!r}: allowed npy, pkl")
-        self.folder = Path(output_root) / feature_type / model_name
+        self.folder = output_dir(output_root, feature_type, model_name)
         self.feature_type = feature_type
         self.fmt = fmt
         self.feature_dim = feature_dim

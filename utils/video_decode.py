@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from .errors import VideoError
+
 
 # check_frame_count: missing frames tolerated with a warning (more is a failure).
 MISSING_FRAMES_TOLERATED = 2
@@ -31,7 +33,7 @@ GRABS_AFTER_FAILURE = 8
 ISO_BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(VideoError):
     """The file cannot be read as a video; the message is one line for the user."""
 
 

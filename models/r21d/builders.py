@@ -1,7 +1,15 @@
-"""Network builders for the zoo's architectures, from torchvision blocks."""
+"""Network builders for the zoo's architectures, from torchvision blocks.
+
+:func:`build_model` is the one entry point: a zoo record and a weights choice in,
+the ready inference network and its classifier out (in the shape of
+torchvision's ``_video_resnet``: build the architecture, then load the weights).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -15,13 +23,20 @@ from torchvision.models.video.resnet import (
     r2plus1d_18,
 )
 
+from utils.errors import SettingsError
+
+from .weights import load_state_dict, resolve_checkpoint
 from .zoo import ModelRecord
+
+log = logging.getLogger(__name__)
 
 # Mid-planes of the Caffe2-trained R(2+1)D-34's first conv2 in layers 2-4. They
 # differ from torchvision's formula (facebookresearch/VMZ#89, pytorch/vision#1265).
 R2PLUS1D_34_FIRST_CONV2_MIDPLANES = {"layer2": 288, "layer3": 576, "layer4": 1152}
 R2PLUS1D_34_BN_EPS = 1e-3
 R2PLUS1D_34_BN_MOMENTUM = 0.9
+# random_weights=true is this seeded network, the same in every process (workers, shards, reruns).
+RANDOM_WEIGHTS_SEED = 0
 
 
 def build_r2plus1d_18(num_classes: int) -> VideoResNet:
@@ -88,7 +103,59 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
-        raise ValueError(
+        raise SettingsError(
             f"weights file {source} does not fit this model ({detail[:400]}); "
             "check that model_name matches the checkpoint"
         ) from None
+
+
+@dataclass(frozen=True)
+class ReadyModel:
+    """A flavour ready for inference.
+
+    ``network``: clips ``B x 3 x T x 112 x 112`` -> features ``B x feature_dim`` (eval mode,
+    BatchNorm folded, ``fc`` replaced by identity); ``classifier``: the ``fc`` kept aside,
+    features -> logits ``B x num_classes``; ``weights_source``: the file loaded, or "random".
+    """
+
+    network: nn.Module
+    classifier: nn.Linear
+    weights_source: str
+
+
+def build_model(
+    record: ModelRecord,
+    checkpoint_path: str | os.PathLike | None = None,
+    random_weights: bool = False,
+    device: torch.device | str = "cpu",
+    channels_last: bool = True,
+) -> ReadyModel:
+    """The network of ``record`` with its weights, on ``device``.
+
+    Weights: ``checkpoint_path`` when given, else the upstream file (torch hub cache,
+    downloaded with its hash check; see :mod:`models.r21d.weights`); ``random_weights``:
+    a fixed-seed random network (warned about: its features mean nothing).
+    ``channels_last``: the ``channels_last_3d`` layout, which the fast CPU and GPU kernels use.
+    """
+    if random_weights and checkpoint_path is not None:
+        raise SettingsError("random_weights=true and checkpoint_path are exclusive: drop one of them")
+    # Seeded without touching the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        network = build_network(record)
+    if random_weights:
+        log.warning(
+            "random_weights=true: %s has RANDOM weights; these features are meaningless "
+            "(for tests and benchmarks only)", record.name
+        )
+        source = "random"
+    else:
+        path = resolve_checkpoint(record, checkpoint_path)
+        load_weights(network, load_state_dict(path), source=str(path))
+        source = str(path)
+    classifier: nn.Linear = network.fc
+    network.fc = nn.Identity()
+    network = fold_batchnorm(network).to(device)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last_3d)
+    return ReadyModel(network=network, classifier=classifier.eval().to(device), weights_source=source)

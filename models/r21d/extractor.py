@@ -1,6 +1,6 @@
 """The R(2+1)D feature extractor: video file -> ``(num_windows, 512)`` features.
 
-Pipeline for each video (SPEC §3-§5)::
+Pipeline for each video (the steps are explained in README.md, "How it works")::
 
     [decode thread]  (optional ffmpeg fps re-encode) -> OpenCV frames, RGB uint8
                      -> per frame, the 2 x 2 bilinear taps of the 112 x 112 crop:
@@ -18,49 +18,45 @@ does not wait for the decoder between videos.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
-from utils.ffmpeg import FFmpegError, find_ffmpeg, reencode_fps, reencoded_path
+from utils.errors import SettingsError, VideoError
+from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
-from utils.prefetch import DeadlinePassed, prefetch_in_order
+from utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
 from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader, check_frame_count
 from utils.window_stream import WindowStream
-from utils.windows import is_frame_used
+from utils.windows import is_frame_used, window_bounds
 
-from .builders import build_network, fold_batchnorm, load_weights
+from .builders import build_model
 from .preprocess import CropTaps, blend_taps, crop_taps, gather_taps
-from .weights import load_state_dict, resolve_checkpoint
+from .settings import PRECISIONS as PRECISION_NAMES
+from .settings import R21DSettings
 from .zoo import ModelRecord, get_record
 
 log = logging.getLogger(__name__)
 
 FEATURE_TYPE = "r21d"
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 # Frames per decoded chunk. A chunk holds only the crop's taps (150 KB a frame, any
 # frame size), so host memory stays flat for 4K and 240p alike.
 CHUNK_FRAMES = 32
 MAX_QUEUED_CHUNKS = 2
-RANDOM_WEIGHTS_SEED = 0
-# Default memory guard: 8192 x 8192 covers 8K (7680x4320, 8192x4320); a corrupt header
-# claiming 60000 x 60000 would otherwise ask for gigabytes per frame.
-DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
+
+# The name the Python API has always used for a bad setting.
+ConfigError = SettingsError
 
 
-class ConfigError(ValueError):
-    """A setting has a value that is not allowed; the message names key, value and choices."""
-
-
-class VideoTimeoutError(RuntimeError):
+class VideoTimeoutError(VideoError):
     """One video took longer than ``video_timeout_s``; the message is one line for the user."""
 
 
@@ -124,12 +120,16 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def default_decode_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
 class R21DExtractor:
     """Build once, then ``extract(path) -> {"r21d": (num_windows, 512) float32}``.
+
+    Takes an :class:`~models.r21d.settings.R21DSettings`, or its fields as keywords
+    (a first positional string is the ``model_name``)::
+
+        R21DExtractor(R21DSettings(device="cpu"))
+        R21DExtractor("r2plus1d_18_16_kinetics", device="cpu", stack_size=8)
+
+    ``channels_last`` (default: on) is a layout switch for benchmarks, not a setting.
 
     >>> ex = R21DExtractor(model_name="r2plus1d_18_16_kinetics", device="cpu")  # doctest: +SKIP
     >>> ex.extract("sample/bbb_4x3_25fps.mp4")["r21d"].shape  # doctest: +SKIP
@@ -137,99 +137,38 @@ class R21DExtractor:
     """
 
     feature_type = FEATURE_TYPE
+    Settings = R21DSettings
 
-    def __init__(
-        self,
-        model_name: str = "r2plus1d_18_16_kinetics",
-        stack_size: int | None = None,
-        step_size: int | None = None,
-        extraction_fps: float | None = None,
-        device: str = "cuda:0",
-        batch_size: int = 16,
-        precision: str = "fp32",
-        checkpoint_path: str | None = None,
-        random_weights: bool = False,
-        tmp_path: str = "./tmp",
-        keep_tmp_files: bool = False,
-        show_pred: bool = False,
-        decode_workers: int | None = None,
-        apply_rotation: bool = False,
-        channels_last: bool | None = None,
-        video_timeout_s: float | None = None,
-        max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
-    ) -> None:
-        try:
-            self.record: ModelRecord = get_record(model_name)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        self.model_name = model_name
-        self.stack_size = self.record.stack_size if stack_size is None else int(stack_size)
-        self.step_size = self.record.step_size if step_size is None else int(step_size)
-        for key, value in (("stack_size", self.stack_size), ("step_size", self.step_size), ("batch_size", batch_size)):
-            if value < 1:
-                raise ConfigError(f"{key}={value} is invalid: it must be an integer >= 1 (or null for the default)")
-        if extraction_fps is not None and not (extraction_fps > 0 and math.isfinite(extraction_fps)):
-            raise ConfigError(f"extraction_fps={extraction_fps} is invalid: it must be > 0, or null to keep the video's fps")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision={precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
-        if decode_workers is not None and decode_workers < 1:
-            raise ConfigError(f"decode_workers={decode_workers} is invalid: it must be >= 1 (or null for automatic)")
-        if video_timeout_s is not None and not (video_timeout_s > 0 and math.isfinite(video_timeout_s)):
-            raise ConfigError(f"video_timeout_s={video_timeout_s} is invalid: it must be > 0 seconds, or null for no limit")
-        if max_frame_pixels is not None and max_frame_pixels < 1:
-            raise ConfigError(f"max_frame_pixels={max_frame_pixels} is invalid: it must be >= 1, or null for no limit")
-        self.video_timeout_s = video_timeout_s
-        self.max_frame_pixels = max_frame_pixels
-        if extraction_fps is not None:
+    def __init__(self, settings: R21DSettings | str | None = None, /, *, channels_last: bool | None = None,
+                 **overrides: Any) -> None:
+        if isinstance(settings, str):
+            overrides = {"model_name": settings, **overrides}
+            settings = None
+        if settings is None:
+            settings = R21DSettings(**overrides)
+        elif overrides:
+            settings = dataclasses.replace(settings, **overrides)
+        self.settings = settings
+        self.record: ModelRecord = get_record(settings.model_name)
+        self.model_name = settings.model_name
+        self.feature_dim = self.record.feature_dim
+        self.stack_size, self.step_size = settings.window
+        if settings.extraction_fps is not None:
             find_ffmpeg()  # fail before any work when re-encoding is impossible
-        self.extraction_fps = extraction_fps
-        self.batch_size = int(batch_size)
-        self.precision = precision
-        self.tmp_dir = Path(tmp_path) / self.feature_type / model_name
-        self.keep_tmp_files = keep_tmp_files
-        self.show_pred = show_pred
-        self.apply_rotation = apply_rotation
-        self.decode_workers = decode_workers or default_decode_workers()
-        self.device = resolve_device(device)
-        if precision == "fp16" and self.device.type == "cpu":
+        self.tmp_dir = Path(settings.tmp_path) / self.feature_type / settings.model_name
+        self.decode_workers = settings.decode_workers or default_decode_workers()
+        self.device = resolve_device(settings.device)
+        if settings.precision == "fp16" and self.device.type == "cpu":
             log.warning("precision=fp16 on cpu is slow and barely supported; bf16 is the CPU choice")
         # channels_last_3d feeds cuDNN's and oneDNN's fast NDHWC kernels. Measured on a 2-core
         # CPU at batch 8-16 (BENCHMARKS.md): about +25% for fp32 and 2x for bf16 on AMX.
         self.channels_last = True if channels_last is None else channels_last
-
-        self.weights_source = self._build_model(checkpoint_path, random_weights)
+        model = build_model(self.record, settings.checkpoint_path, settings.random_weights,
+                            self.device, self.channels_last)
+        self.network, self.classifier, self.weights_source = model.network, model.classifier, model.weights_source
         self.labels = self.record.labels()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays off at once
-
-    # ------------------------------------------------------------------ model
-    def _build_model(self, checkpoint_path: str | None, random_weights: bool) -> str:
-        # A fixed seed makes random_weights=true the same network in every process (workers,
-        # shards, reruns), without touching the caller's random state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            network = build_network(self.record)
-        if random_weights:
-            if checkpoint_path is not None:
-                raise ConfigError("random_weights=true and checkpoint_path are exclusive: drop one of them")
-            log.warning(
-                "random_weights=true: %s has RANDOM weights; these features are meaningless "
-                "(for tests and benchmarks only)", self.model_name
-            )
-            source = "random"
-        else:
-            path = resolve_checkpoint(self.record, checkpoint_path)
-            load_weights(network, load_state_dict(path), source=str(path))
-            source = str(path)
-        # The classifier is kept aside for predictions; the network itself ends at the pooled features.
-        self.classifier: nn.Linear = network.fc
-        network.fc = nn.Identity()
-        network = fold_batchnorm(network).to(self.device)
-        self.classifier.eval().to(self.device)
-        if self.channels_last:
-            network = network.to(memory_format=torch.channels_last_3d)
-        self.network = network
-        return source
 
     @torch.inference_mode()
     def forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -238,13 +177,13 @@ class R21DExtractor:
         clips_bcthw = clips_bcthw.to(self.device, non_blocking=True)
         if self.channels_last:
             clips_bcthw = clips_bcthw.contiguous(memory_format=torch.channels_last_3d)
-        if self.precision == "fp32":
+        if self.settings.precision == "fp32":
             features = self.network(clips_bcthw)
         else:
-            with torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision]):
+            with torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.settings.precision]):
                 features = self.network(clips_bcthw)
         features = features.float()
-        logits = self.classifier(features) if self.show_pred else None
+        logits = self.classifier(features) if self.settings.show_pred else None
         return features, logits
 
     # ------------------------------------------------------------------ decode side (worker threads)
@@ -257,12 +196,13 @@ class R21DExtractor:
         deadline = self._deadline()
         decoded_path = video_path
         tmp_file: Path | None = None
-        if self.extraction_fps is not None:
-            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.extraction_fps,
-                                    timeout_s=self.video_timeout_s)
+        if self.settings.extraction_fps is not None:
+            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.settings.extraction_fps,
+                                    timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
-            reader = VideoReader(decoded_path, apply_rotation=self.apply_rotation, max_frame_pixels=self.max_frame_pixels)
+            reader = VideoReader(decoded_path, apply_rotation=self.settings.apply_rotation,
+                                 max_frame_pixels=self.settings.max_frame_pixels)
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
@@ -292,7 +232,7 @@ class R21DExtractor:
             if frames:
                 yield self._make_chunk(indices, frames, taps)
         finally:
-            if tmp_file is not None and not self.keep_tmp_files:
+            if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
 
     def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps) -> _Chunk:
@@ -309,7 +249,8 @@ class R21DExtractor:
         model side from when it starts waiting for it (which also bounds a
         decoder stuck inside one native call).
         """
-        return None if self.video_timeout_s is None else time.monotonic() + self.video_timeout_s
+        timeout_s = self.settings.video_timeout_s
+        return None if timeout_s is None else time.monotonic() + timeout_s
 
     def _consume(self, video_path: str, chunks: Iterator[_VideoStart | _Chunk], deadline: float | None) -> VideoFeatures:
         started: list[_VideoStart] = []
@@ -320,7 +261,7 @@ class R21DExtractor:
 
     def _timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
         return VideoTimeoutError(
-            f"took longer than video_timeout_s={self.video_timeout_s} s ({frames_decoded} frames decoded by then); "
+            f"took longer than video_timeout_s={self.settings.video_timeout_s} s ({frames_decoded} frames decoded by then); "
             "raise video_timeout_s, or set it to null for no limit"
         )
 
@@ -355,7 +296,7 @@ class R21DExtractor:
             frames = blend_taps(chunk.taps_nhwc.to(self.device, non_blocking=True), device_taps)
             for _, window in stream.push(chunk.frame_indices, frames):
                 pending.append(window)
-                if len(pending) == self.batch_size:
+                if len(pending) == self.settings.batch_size:
                     run_batch(pending)
                     pending = []
         if pending:
@@ -368,7 +309,10 @@ class R21DExtractor:
         shortfall = check_frame_count(num_frames, start.info)
         if shortfall:
             warnings.append(shortfall)
+        bounds = window_bounds(num_frames, self.stack_size, self.step_size)
         num_windows = stream.next_window
+        if num_windows != len(bounds):
+            raise RuntimeError(f"{num_windows} windows were cut from {num_frames} frames, expected {len(bounds)}")
         if num_windows == 0:
             warnings.append(
                 f"{num_frames} frames is shorter than one window of {self.stack_size} frames: "
@@ -383,11 +327,11 @@ class R21DExtractor:
         return VideoFeatures(
             path=video_path,
             features=features,
-            window_bounds=[(i * self.step_size, i * self.step_size + self.stack_size) for i in range(num_windows)],
+            window_bounds=bounds,
             fps=start.info.fps,
             num_frames=num_frames,
             logits=torch.cat(logits).cpu().numpy() if logits else (
-                np.zeros((0, self.record.num_classes), np.float32) if self.show_pred else None
+                np.zeros((0, self.record.num_classes), np.float32) if self.settings.show_pred else None
             ),
             warnings=warnings,
         )

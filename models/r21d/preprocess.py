@@ -1,4 +1,4 @@
-"""Per-frame preprocessing of SPEC §3, on whatever device the frames are on.
+"""Per-frame preprocessing (README "Preprocessing and numerics"), on whatever device the frames are on.
 
 The reference resizes the whole frame to 128 x 171 (bilinear, ``align_corners=False``)
 and then keeps the centre 112 x 112. Each kept output pixel is a blend of a 2 x 2
@@ -106,7 +106,7 @@ def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
 def preprocess_frames(frames_nhwc: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """RGB uint8 frames ``N x H x W x 3`` -> normalised crops ``N x 3 x 112 x 112`` float32.
 
-    SPEC §3 for a batch of frames on any device: :func:`gather_taps` and
+    The documented preprocessing for a batch of frames on any device: :func:`gather_taps` and
     :func:`blend_taps` in one call.
     """
     if frames_nhwc.dtype != torch.uint8 or frames_nhwc.ndim != 4 or frames_nhwc.shape[-1] != 3:

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
+from utils.errors import SettingsError
+
 from .zoo import ModelRecord
 
 log = logging.getLogger(__name__)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(SettingsError):
     """The weights cannot be found or fetched; the message says where to put them."""
 
 

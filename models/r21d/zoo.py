@@ -12,6 +12,8 @@ from typing import Callable
 
 from torchvision.models.video import R2Plus1D_18_Weights
 
+from utils.errors import SettingsError
+
 
 def kinetics400_labels() -> list[str]:
     """The 400 Kinetics class names in the order of the classifier's outputs."""
@@ -20,7 +22,7 @@ def kinetics400_labels() -> list[str]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Per-frame preprocessing of SPEC §3 (values in [0, 1] after /255)."""
+    """Per-frame preprocessing constants (values in [0, 1] after /255; README "How it works")."""
 
     resize_hw: tuple[int, int] = (128, 171)
     crop_hw: tuple[int, int] = (112, 112)
@@ -102,4 +104,4 @@ def get_record(model_name: str) -> ModelRecord:
         return MODEL_ZOO[model_name]
     except KeyError:
         allowed = ", ".join(MODEL_ZOO)
-        raise ValueError(f"model_name={model_name!r} is unknown; allowed: {allowed}") from None
+        raise SettingsError(f"model_name={model_name!r} is unknown; allowed: {allowed}") from None

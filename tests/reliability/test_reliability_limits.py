@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import logging
@@ -14,9 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from configs.schema import register_configs
-from models.r21d.extractor import DEFAULT_MAX_FRAME_PIXELS
+from models.r21d.settings import DEFAULT_MAX_FRAME_PIXELS
 from utils import video_decode
-from utils.cli import EXIT_BAD_CONFIG, run_cli
+from main import run as run_cli
+from utils.cli import EXIT_BAD_CONFIG
 from utils.runner import run_extraction
 from utils.sinks import FileSink, load_feature_file
 
@@ -43,7 +45,7 @@ def test_video_over_the_time_limit_fails_with_a_reason_and_the_run_goes_on(
             yield item
 
     monkeypatch.setattr(video_decode.VideoReader, "frames", slow_frames)
-    monkeypatch.setattr(extractor, "video_timeout_s", 0.5)
+    monkeypatch.setattr(extractor, "settings", dataclasses.replace(extractor.settings, video_timeout_s=0.5))
     sink = FileSink(tmp_path / "out", "r21d", MODEL, "npy", FEATURE_DIM)
     t0 = time.monotonic()
     summary = run_extraction(extractor, [str(slow), str(good_clips[1])], sink, progress=False)
@@ -57,7 +59,7 @@ def test_video_over_the_time_limit_fails_with_a_reason_and_the_run_goes_on(
 
 def test_frames_over_max_frame_pixels_are_refused_before_decoding(tmp_path, extractor, good_clips, monkeypatch):
     big = make_clip(tmp_path / "big.mp4", size="160x120")
-    monkeypatch.setattr(extractor, "max_frame_pixels", 100 * 100)
+    monkeypatch.setattr(extractor, "settings", dataclasses.replace(extractor.settings, max_frame_pixels=100 * 100))
     sink = FileSink(tmp_path / "out", "r21d", MODEL, "npy", FEATURE_DIM)
     summary = run_extraction(extractor, [str(big), str(good_clips[0])], sink, progress=False)
     assert [(o.path, o.status) for o in summary.outcomes] == [(str(big), "failed"), (str(good_clips[0]), "done")]

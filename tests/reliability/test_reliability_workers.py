@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.cli import EXIT_BAD_CONFIG, run_cli
+from main import run as run_cli
+from utils.cli import EXIT_BAD_CONFIG
 from utils.path_list import shard
 from utils.sinks import load_feature_file
 
