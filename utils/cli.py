@@ -20,7 +20,7 @@ from .runner import RunSummary, run_extraction
 from .metadata import METADATA_KEYS
 from .plots import PlotsUnavailableError, plot_paths, require_matplotlib, save_video_plots
 from .sinks import ON_EXTRACTION_CHOICES, FileSink, Sink, make_sink
-from .video_decode import quiet_decoder_logs
+from .decoders import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
