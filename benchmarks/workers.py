@@ -27,7 +27,7 @@ from models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from models.r21d.zoo import get_record
 from utils.runner import run_extraction
 from utils.decoders import open_video
-from utils.decoders.yuv import rgb_luts, yuv_taps_to_rgb
+from utils.decoders.yuv import yuv_taps_to_rgb
 
 WEIGHTS_SEED = 0
 
@@ -223,7 +223,7 @@ class Worker:
                 chunk = torch.from_numpy(np.stack(gathered[start : start + 32])).to(self.device)
                 t1 = time.perf_counter()
                 if yuv is not None:
-                    chunk = yuv_taps_to_rgb(chunk, torch.from_numpy(rgb_luts(yuv)).to(self.device))
+                    chunk = yuv_taps_to_rgb(chunk, yuv)
                 blend_taps(chunk, device_taps)
                 _sync(self.device)
                 blend_s += time.perf_counter() - t1

@@ -38,7 +38,7 @@ from utils.ffmpeg import FFmpegError, find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
 from utils.prefetch import DeadlinePassed, prefetch_in_order
 from utils.decoders import DECODERS, VideoDecodeError, VideoInfo, check_frame_count, open_video
-from utils.decoders.yuv import YuvForm, rgb_luts, yuv_taps_to_rgb
+from utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
 from utils.window_stream import WindowStream
 from utils.windows import is_frame_used
 
@@ -372,7 +372,7 @@ class R21DExtractor:
                 device_taps = chunk.crop_taps.to(self.device)
             taps_nhwc = chunk.taps_nhwc.to(self.device, non_blocking=True)
             if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
-                taps_nhwc = yuv_taps_to_rgb(taps_nhwc, torch.from_numpy(rgb_luts(chunk.yuv)).to(self.device))
+                taps_nhwc = yuv_taps_to_rgb(taps_nhwc, chunk.yuv)
             frames = blend_taps(taps_nhwc, device_taps)
             for _, window in stream.push(chunk.frame_indices, frames):
                 pending.append(window)

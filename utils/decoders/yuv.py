@@ -14,9 +14,9 @@ computes, in 16-bit lanes::
 
 with the coefficients of ``ff_yuv2rgb_c_init_tables`` (``libswscale/yuv2rgb.c``):
 BT.601 unless the frame is tagged BT.709 / FCC / SMPTE 240M / BT.2020, limited range
-unless the frame says full (or its format is a ``yuvj`` one). Each term depends on one
-of Y, U, V only, so the conversion is three 256-entry lookup tables per term and a sum:
-:func:`rgb_luts` builds them, :func:`yuv_taps_to_rgb` applies them on any device.
+unless the frame says full (or its format is a ``yuvj`` one). R depends on (Y, V) only,
+B on (Y, U), G on Y and one (U, V) term, so :func:`rgb_tables` turns the arithmetic into
+lookup tables and :func:`yuv_taps_to_rgb` applies them on any device.
 
 Odd heights, other CPUs (ARM's NEON kernel rounds differently) and other FFmpeg
 builds may differ, so :func:`matches_swscale` checks the model against swscale on a
@@ -75,9 +75,8 @@ def _c_div(a: int, b: int) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def rgb_luts(form: YuvForm) -> np.ndarray:
-    """``5 x 256`` int32 tables ``[yc(Y), vr(V), ug(U), vg(V), ub(U)]``: R = yc + vr, G = yc + ug + vg,
-    B = yc + ub, each then clamped to 0..255 (swscale's SSSE3 arithmetic, see the module docstring)."""
+def swscale_coefficients(form: YuvForm) -> tuple[int, int, int, int, int, int]:
+    """``(y_offset, y_coeff, vr, ug, vg, ub)``: the int16 constants of swscale's SSSE3 kernel for ``form``."""
     crv, cbu, cgu, cgv = _COEFFS_BY_COLORSPACE.get(form.colorspace, _BT601)
     cgu, cgv = -cgu, -cgv
     cy, oy = 1 << 16, 0
@@ -85,37 +84,79 @@ def rgb_luts(form: YuvForm) -> np.ndarray:
         crv, cbu, cgu, cgv = (_c_div(c * 224, 255) for c in (crv, cbu, cgu, cgv))
     else:
         cy, oy = (cy * 255) // 219, 16 << 16
-    y_coeff, y_offset = _round_to_int16(cy << 13), _round_to_int16(oy << 3)
     vr, ub, ug, vg = (_round_to_int16(c << 13) for c in (crv, cbu, cgu, cgv))
-    x = np.arange(256, dtype=np.int64)
-    chroma = np.clip(x * 8 - 1024, -32768, 32767)
-    tables = [((x * 8 - y_offset) * y_coeff) >> 16, (chroma * vr) >> 16, (chroma * ug) >> 16,
-              (chroma * vg) >> 16, (chroma * ub) >> 16]
-    return np.stack(tables).astype(np.int32)
+    return _round_to_int16(oy << 3), _round_to_int16(cy << 13), vr, ug, vg, ub
 
 
 def yuv_to_rgb_numpy(y: np.ndarray, u: np.ndarray, v: np.ndarray, form: YuvForm) -> np.ndarray:
     """Full-resolution ``y``, ``u``, ``v`` (uint8, same shape) -> uint8 RGB ``... x 3`` (the model, on the host)."""
-    yc, vr, ug, vg, ub = rgb_luts(form)
-    yy = yc[y]
-    return np.clip(np.stack([yy + vr[v], yy + ug[u] + vg[v], yy + ub[u]], axis=-1), 0, 255).astype(np.uint8)
+    y_offset, y_coeff, vr, ug, vg, ub = swscale_coefficients(form)
+    y, u, v = (a.astype(np.int32) for a in (y, u, v))
+    yc = ((y * 8 - y_offset) * y_coeff) >> 16
+    u, v = u * 8 - 1024, v * 8 - 1024
+    rgb = np.stack([yc + ((v * vr) >> 16), yc + ((u * ug) >> 16) + ((v * vg) >> 16), yc + ((u * ub) >> 16)], -1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def yuv_taps_to_rgb(taps_nhwc: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
-    """YUV taps ``N x H x W x 3`` uint8 (Y, U, V per tap) -> RGB taps, same shape, uint8.
+@dataclass(frozen=True)
+class RgbTables:
+    """Lookup tables of the conversion of one :class:`YuvForm`, all uint8 results:
+    ``r[(Y << 8) | V]``, ``b[(Y << 8) | U]``, ``g[Y * g_span + uv[(U << 8) | V]]`` (``uv``: the
+    green chroma term, shifted to start at 0, so G is one more lookup)."""
 
-    ``luts``: :func:`rgb_luts` as an int32 tensor on the device of ``taps_nhwc``.
+    r: np.ndarray
+    b: np.ndarray
+    g: np.ndarray
+    uv: np.ndarray
+    g_span: int
+
+
+@functools.lru_cache(maxsize=64)
+def rgb_tables(form: YuvForm) -> RgbTables:
+    y_offset, y_coeff, vr, ug, vg, ub = swscale_coefficients(form)
+    x = np.arange(256, dtype=np.int32)
+    yc = ((x * 8 - y_offset) * y_coeff) >> 16
+    c = x * 8 - 1024
+    uv = ((c * ug) >> 16)[:, None] + ((c * vg) >> 16)[None, :]
+    lo, span = int(uv.min()), int(uv.max() - uv.min() + 1)
+    as_u8 = lambda a: np.clip(a, 0, 255).astype(np.uint8).ravel()  # noqa: E731
+    return RgbTables(r=as_u8(yc[:, None] + ((c * vr) >> 16)[None, :]), b=as_u8(yc[:, None] + ((c * ub) >> 16)[None, :]),
+                     g=as_u8(yc[:, None] + np.arange(lo, lo + span)[None, :]), uv=(uv - lo).astype(np.uint16).ravel(),
+                     g_span=span)
+
+
+def yuv_taps_to_rgb(taps_nhwc: torch.Tensor, form: YuvForm) -> torch.Tensor:
+    """YUV taps ``N x H x W x 3`` uint8 (Y, U, V per tap) -> RGB taps, same shape, uint8, on their device.
+
+    Table lookups (:func:`rgb_tables`), so the result is swscale's to the bit. On the CPU
+    numpy's lookups are about 8x faster than torch's indexing, so the CPU path uses them.
     """
-    yuv = taps_nhwc.to(torch.int64)
-    yc = luts[0][yuv[..., 0]]
-    u, v = yuv[..., 1], yuv[..., 2]
-    rgb = torch.stack([yc + luts[1][v], yc + luts[2][u] + luts[3][v], yc + luts[4][u]], dim=-1)
-    return rgb.clamp_(0, 255).to(torch.uint8)
+    if taps_nhwc.device.type == "cpu":
+        return torch.from_numpy(_lookup_numpy(taps_nhwc.numpy(), rgb_tables(form)))
+    return _lookup_torch(taps_nhwc, rgb_tables(form))
+
+
+def _lookup_numpy(yuv: np.ndarray, t: RgbTables) -> np.ndarray:
+    y, u, v = (yuv[..., i].astype(np.uint32) for i in range(3))
+    out = np.empty_like(yuv)
+    y_hi = y << 8
+    out[..., 0] = t.r.take(y_hi | v)
+    out[..., 1] = t.g.take(y * t.g_span + t.uv.take((u << 8) | v))
+    out[..., 2] = t.b.take(y_hi | u)
+    return out
+
+
+def _lookup_torch(yuv: torch.Tensor, t: RgbTables) -> torch.Tensor:
+    r, g, b = (torch.from_numpy(a).to(yuv.device) for a in (t.r, t.g, t.b))
+    uv = torch.from_numpy(t.uv.astype(np.int64)).to(yuv.device)
+    y, u, v = yuv.to(torch.int64).unbind(-1)
+    y_hi = y << 8
+    return torch.stack([r[y_hi | v], g[y * t.g_span + uv[(u << 8) | v]], b[y_hi | u]], dim=-1)
 
 
 @functools.lru_cache(maxsize=64)
 def matches_swscale(pix_fmt: str, width: int, height: int, colorspace: int, color_range: int) -> bool:
-    """True when :func:`rgb_luts` gives exactly what ``to_ndarray(format="rgb24")`` gives for frames of
+    """True when the model (:func:`yuv_to_rgb_numpy`) gives exactly what ``to_ndarray(format="rgb24")`` gives for frames of
     this format, size and tags (checked on one random frame; swscale refusing the tags is False)."""
     import av  # only the PyAV backend needs it
 
