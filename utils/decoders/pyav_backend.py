@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from typing import Callable, Iterator
@@ -119,12 +120,27 @@ class PyAVReader:
                     check_frame_size(frame.width, frame.height, self.max_frame_pixels)
                     yield index, (self._planes(frame) if keep is None or keep(index) else None)
                     index += 1
-            if self.info.frame_count_hint:
-                self.info = replace(self.info, frame_count_hint=max(0, self.info.frame_count_hint - discarded))
+            self.info = replace(self.info, frame_count_hint=self._presented_count(discarded))
         except av.FFmpegError as exc:
             raise VideoDecodeError(f"decoding failed at frame {index} ({_reason(exc)})") from None
         finally:
             self.close()
+
+    def _presented_count(self, discarded: int) -> int:
+        """The frames the container should present: its sample count, less the samples an edit list
+        hides. The demuxer marks some hidden samples (``discarded``: before a cut's start, decoded
+        as references only) and drops others from its index without a trace (before an edit that
+        starts on a keyframe, e.g. after ``-output_ts_offset``), which the edited duration x frame
+        rate bounds (rounded down: a cut may end mid-frame)."""
+        count = self.info.frame_count_hint
+        if count <= 0:
+            return 0
+        count -= discarded
+        s = self._stream
+        rate = s.average_rate or s.guessed_rate
+        if s.duration and s.time_base and rate:
+            count = min(count, math.floor(float(s.duration * s.time_base * rate) + 1e-6))
+        return max(0, count)
 
     def _planes(self, frame: av.VideoFrame) -> Planes:
         rotation = frame.rotation if self.apply_rotation else 0
