@@ -37,6 +37,7 @@ class R21DConfig:
     random_weights: bool = False
     decode_workers: Optional[int] = None
     apply_rotation: bool = False
+    decoder: str = "pyav"  # pyav | opencv
     num_shards: int = 1
     shard_index: int = 0
     debug: bool = False
