@@ -131,14 +131,16 @@ class PyAVReader:
         hides. The demuxer marks some hidden samples (``discarded``: before a cut's start, decoded
         as references only) and drops others from its index without a trace (before an edit that
         starts on a keyframe, e.g. after ``-output_ts_offset``), which the edited duration x frame
-        rate bounds (rounded down: a cut may end mid-frame)."""
+        rate bounds (rounded down: a cut may end mid-frame; mp4/mov only, whose duration comes
+        from the header, not from the data present)."""
         count = self.info.frame_count_hint
         if count <= 0:
             return 0
         count -= discarded
         s = self._stream
         rate = s.average_rate or s.guessed_rate
-        if s.duration and s.time_base and rate:
+        # Only ISO BMFF has edit lists; elsewhere (AVI) the duration may shrink with a truncated file.
+        if self._container.format.name.startswith("mov,mp4") and s.duration and s.time_base and rate:
             count = min(count, math.floor(float(s.duration * s.time_base * rate) + 1e-6))
         return max(0, count)
 
