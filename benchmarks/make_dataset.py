@@ -2,6 +2,7 @@
 
     python -m benchmarks.make_dataset --preset full       # 24 videos 240p..1080p, 10 s..3 min, + 10-min 1080p
     python -m benchmarks.make_dataset --preset cpu-quick  # 4 short videos, minutes on a 2-core CPU
+    python -m benchmarks.make_dataset --preset decode     # 10 s at each of 240p, 360p, 720p, 1080p
     python -m benchmarks.make_dataset --preset tiny       # 2 one-second clips, for smoke tests
 
 Every video is synthetic (ffmpeg test sources with fixed seeds plus seeded grain, so the
@@ -59,7 +60,7 @@ def _spec(label: str, duration_s: int, fps: int, index: int) -> VideoSpec:
 
 
 def preset_specs(preset: str) -> list[VideoSpec]:
-    """The videos of ``preset``: ``full``, ``cpu-quick`` or ``tiny``."""
+    """The videos of ``preset``: ``full``, ``cpu-quick``, ``decode`` or ``tiny``."""
     if preset == "full":
         specs, index = [], 0
         for label in RESOLUTIONS:
@@ -71,9 +72,12 @@ def preset_specs(preset: str) -> list[VideoSpec]:
     if preset == "cpu-quick":
         # About 550 frames in all: a few minutes for both modes at ~30-40 frames/s on 2 cores.
         return [_spec("240p", 8, 25, 0), _spec("360p", 6, 30, 1), _spec("720p", 4, 25, 2), _spec("1080p", 3, 25, 3)]
+    if preset == "decode":
+        # Decode speed per resolution (benchmarks/decode_speed.py): 10 s of each, 250 frames.
+        return [_spec(label, 10, 25, i) for i, label in enumerate(RESOLUTIONS)]
     if preset == "tiny":
         return [VideoSpec("tiny_a", 160, 120, 25, 1, "testsrc2", 0), VideoSpec("tiny_b", 128, 96, 25, 2, "life", 1)]
-    raise ValueError(f"preset={preset!r} is unknown; allowed: full, cpu-quick, tiny")
+    raise ValueError(f"preset={preset!r} is unknown; allowed: full, cpu-quick, decode, tiny")
 
 
 def _source_filter(spec: VideoSpec) -> str:
@@ -142,7 +146,7 @@ def make_dataset(preset: str, out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "tiny"))
+    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "decode", "tiny"))
     parser.add_argument("--out", default=None, help="folder for the videos (default: bench_out/videos/<preset>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

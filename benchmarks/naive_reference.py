@@ -1,8 +1,9 @@
-"""The naive reference mode: the documented preprocessing and windows done the plain way (``video_features``).
+"""The naive reference mode: the reference preprocessing done the straightforward way, like ``video_features``.
 
-Whole video decoded into RAM with OpenCV, converted to float32, resized on the CPU with
+Whole video decoded into RAM with PyAV (every frame FFmpeg presents, converted with
+``frame.to_ndarray(format="rgb24")`` as the reference does), converted to float32, resized on the CPU with
 ``F.interpolate``, normalised and cropped, then one window per forward pass in float32.
-Written from the documented behaviour only (not from the product's pipeline), it is both the speed baseline of
+Written from the reference behaviour only (not from the product's pipeline), it is both the speed baseline of
 ``benchmarks/run_benchmark.py`` and the oracle of the tests.
 
 Memory grows with the video: about ``10 * T * H * W * 3`` bytes at the peak
@@ -11,7 +12,7 @@ Memory grows with the video: about ``10 * T * H * W * 3`` bytes at the peak
 
 from __future__ import annotations
 
-import cv2
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,21 +24,15 @@ CROP_HW = (112, 112)
 
 
 def decode_all_rgb(path: str) -> np.ndarray:
-    """Every frame of ``path`` as one ``T x H x W x 3`` uint8 RGB array, as stored (no rotation)."""
-    cap = cv2.VideoCapture(str(path))
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(bgr[:, :, ::-1].copy())
-    cap.release()
+    """Every frame of ``path``'s first video stream as one ``T x H x W x 3`` uint8 RGB array, as stored
+    (no rotation), converted by PyAV's default ``to_ndarray(format="rgb24")``."""
+    with open(path, "rb") as f, av.open(f) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     return np.stack(frames)
 
 
 def preprocess_clip(frames_thwc: np.ndarray) -> torch.Tensor:
-    """T x H x W x 3 uint8 -> 3 x T x 112 x 112 float32, in the documented order."""
+    """T x H x W x 3 uint8 -> 3 x T x 112 x 112 float32: /255, bilinear resize to 128 x 171, normalise, centre crop."""
     video = torch.from_numpy(frames_thwc).permute(3, 0, 1, 2).to(torch.float32) / 255  # C T H W
     video = F.interpolate(video, size=RESIZE_HW, mode="bilinear", align_corners=False)
     video = (video - torch.tensor(MEAN).view(3, 1, 1, 1)) / torch.tensor(STD).view(3, 1, 1, 1)

@@ -42,7 +42,7 @@ from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
 from models.r21d.extractor import PRECISIONS
 from utils.prefetch import default_decode_workers
 from models.r21d.zoo import MODEL_ZOO
-from utils.video_decode import VideoReader
+from utils.decoders import open_video
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -108,7 +108,7 @@ def video_sizes(paths: list[str]) -> dict[str, tuple[int, int, int]]:
     """``path -> (frame_count_hint, height, width)`` from the container."""
     sizes = {}
     for path in paths:
-        reader = VideoReader(path)
+        reader = open_video(path)
         sizes[path] = (reader.info.frame_count_hint, reader.info.height, reader.info.width)
         reader.close()
     return sizes

@@ -23,10 +23,11 @@ import torch
 from benchmarks.naive_reference import naive_features
 from models.r21d.builders import build_network
 from models.r21d.extractor import R21DExtractor
-from models.r21d.preprocess import blend_taps, crop_taps, gather_taps
+from models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from models.r21d.zoo import get_record
 from utils.runner import run_extraction
-from utils.video_decode import VideoReader
+from utils.decoders import open_video
+from utils.decoders.yuv import yuv_taps_to_rgb
 
 WEIGHTS_SEED = 0
 
@@ -196,21 +197,22 @@ class Worker:
         return {"frames_per_s": passes * batch * self.stack_size / elapsed, "batch": batch}
 
     def stage_times(self, paths: list[str]) -> dict[str, Any]:
-        """Seconds per frame of each stage run alone on one thread of work: decode (OpenCV, RGB),
-        tap gathering (decode thread) and blend + normalise (model thread)."""
+        """Seconds per frame of each stage run alone on one thread of work: decode (the extractor's
+        decoder), tap gathering (decode thread) and colour conversion + blend + normalise (model thread)."""
         spec = self.extractor.record.preprocessing
         decode_s = gather_s = blend_s = 0.0
         frames = 0
         for path in paths:
-            reader = VideoReader(path)
-            taps, gathered = None, []
+            reader = open_video(path, self.extractor.decoder)
+            taps, gathered, yuv = None, [], None
             t = time.perf_counter()
-            for _, frame in reader.frames():
+            for _, planes in reader.frames():
                 t1 = time.perf_counter()
                 decode_s += t1 - t
                 if taps is None:
-                    taps = crop_taps(frame.shape[0], frame.shape[1], spec)
-                gathered.append(gather_taps(frame, taps))
+                    taps = crop_taps(planes.height, planes.width, spec)
+                yuv = planes.yuv
+                gathered.append(gather_planes(planes, taps))
                 t = time.perf_counter()
                 gather_s += t - t1
                 frames += 1
@@ -220,6 +222,8 @@ class Worker:
             for start in range(0, len(gathered), 32):
                 chunk = torch.from_numpy(np.stack(gathered[start : start + 32])).to(self.device)
                 t1 = time.perf_counter()
+                if yuv is not None:
+                    chunk = yuv_taps_to_rgb(chunk, yuv)
                 blend_taps(chunk, device_taps)
                 _sync(self.device)
                 blend_s += time.perf_counter() - t1
@@ -228,8 +232,8 @@ class Worker:
                 "blend_s_per_frame": blend_s * per, "frames": frames}
 
 
-def decode_ceiling(paths: list[str], streams: int) -> dict[str, Any]:
-    """Frames/s of OpenCV decoding alone (RGB frames, as the pipeline reads them), ``streams`` videos at once."""
+def decode_ceiling(paths: list[str], streams: int, decoder: str = "pyav") -> dict[str, Any]:
+    """Frames/s of decoding alone (frames as the pipeline reads them), ``streams`` videos at once."""
     todo = list(paths)
     lock = threading.Lock()
     counts = []
@@ -241,7 +245,7 @@ def decode_ceiling(paths: list[str], streams: int) -> dict[str, Any]:
                 if not todo:
                     break
                 path = todo.pop(0)
-            for _ in VideoReader(path).frames():
+            for _ in open_video(path, decoder).frames():
                 n += 1
         counts.append(n)
 

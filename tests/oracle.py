@@ -1,4 +1,4 @@
-"""A deliberately naive oracle, written from the documented behaviour only (not from the product code).
+"""A deliberately naive oracle, written from the reference behaviour only (not from the product code).
 
 Whole clip in memory, float32 on the CPU, one window per forward pass. It is the naive
 reference mode that ``benchmarks/run_benchmark.py`` also times as its speed baseline.

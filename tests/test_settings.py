@@ -90,7 +90,7 @@ def test_user_errors_share_one_base():
     from models.r21d.weights import WeightsUnavailableError
     from utils.ffmpeg import FFmpegError
     from utils.path_list import PathListError
-    from utils.video_decode import VideoDecodeError
+    from utils.decoders import VideoDecodeError
 
     for cls in (WeightsUnavailableError, FFmpegError, PathListError, VideoDecodeError, SettingsError):
         assert issubclass(cls, UserError)

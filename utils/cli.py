@@ -21,7 +21,7 @@ from .runner import RunSummary, report_path_in, run_extraction
 from .metadata import METADATA_KEYS
 from .settings import ExtractorSettings, RunSettings, split_settings
 from .sinks import FileSink, Sink, make_sink, output_dir
-from .video_decode import quiet_decoder_logs
+from .decoders import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,16 @@
 
 Pipeline for each video (the steps are explained in README.md, "How it works")::
 
-    [decode thread]  (optional ffmpeg fps re-encode) -> OpenCV frames, RGB uint8
+    [decode thread]  (optional ffmpeg fps re-encode) -> decoded frames (utils.decoders:
+                        PyAV by default; 8-bit 4:2:0 / 4:2:2 frames as Y, U, V planes,
+                        others as RGB uint8)
                      -> per frame, the 2 x 2 bilinear taps of the 112 x 112 crop:
                         224 x 224 x 3 uint8 whatever the frame size (frames in
                         window gaps are not even converted)
-                     -> chunks of taps (pinned when the device is a GPU)
-    [caller thread]  -> copy to the device, blend + normalise there (float32)
+                     -> chunks of taps (pinned when the device is a GPU), each saying
+                        whether its taps are RGB or YUV
+    [caller thread]  -> copy to the device; YUV taps -> RGB there, exactly as swscale
+                        converts whole frames; blend + normalise (float32)
                      -> WindowStream: each frame stored once, windows cut from it
                      -> batches of windows -> network under inference_mode
                      -> features (B, 512) and, if asked, logits (B, 400)
@@ -32,13 +36,14 @@ import torch
 from utils.errors import SettingsError, VideoError
 from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
+from utils.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
+from utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
 from utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
-from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader, check_frame_count
 from utils.window_stream import WindowStream
 from utils.windows import is_frame_used, window_bounds
 
 from .builders import build_model
-from .preprocess import CropTaps, blend_taps, crop_taps, gather_taps
+from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes
 from .settings import PRECISIONS as PRECISION_NAMES
 from .settings import R21DSettings
 from .zoo import ModelRecord, get_record
@@ -92,8 +97,9 @@ class VideoFeatures:
 @dataclass(frozen=True)
 class _Chunk:
     frame_indices: np.ndarray  # (n,) int64
-    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8, see models.r21d.preprocess.gather_taps
+    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8, see models.r21d.preprocess.gather_planes
     crop_taps: CropTaps
+    yuv: YuvForm | None = None  # None: the taps are RGB; else Y, U, V to convert on the device
 
 
 @dataclass
@@ -201,45 +207,52 @@ class R21DExtractor:
                                     timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
-            reader = VideoReader(decoded_path, apply_rotation=self.settings.apply_rotation,
-                                 max_frame_pixels=self.settings.max_frame_pixels)
+            reader = open_video(decoded_path, self.settings.decoder, apply_rotation=self.settings.apply_rotation,
+                                max_frame_pixels=self.settings.max_frame_pixels)
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
             frame_shape: tuple[int, ...] = ()
             indices: list[int] = []
             frames: list[np.ndarray] = []
+            yuv: YuvForm | None = None  # the colour form of the taps in `frames`
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
-            for index, frame in reader.frames(keep=keep):
+            for index, planes in reader.frames(keep=keep):
                 start.frames_decoded[0] = index + 1
                 if deadline is not None and time.monotonic() > deadline:
                     raise self._timeout_error(index + 1)
-                if frame is None:
+                if planes is None:
                     continue
                 if taps is None:
-                    frame_shape = frame.shape
-                    taps = crop_taps(frame.shape[0], frame.shape[1], self.record.preprocessing)
-                elif frame.shape != frame_shape:
+                    frame_shape = (planes.height, planes.width)
+                    taps = crop_taps(planes.height, planes.width, self.record.preprocessing)
+                elif (planes.height, planes.width) != frame_shape:
                     raise ValueError(
-                        f"frame size changes mid-stream ({frame_shape} then {frame.shape} at frame {index}); "
-                        "re-encode the video to one size"
+                        f"frame size changes mid-stream ({frame_shape} then {(planes.height, planes.width)} at "
+                        f"frame {index}); re-encode the video to one size"
                     )
+                if frames and planes.yuv != yuv:  # one colour form per chunk
+                    yield self._make_chunk(indices, frames, taps, yuv)
+                    indices, frames = [], []
+                yuv = planes.yuv
                 indices.append(index)
-                frames.append(gather_taps(frame, taps))
+                frames.append(gather_planes(planes, taps))
                 if len(frames) == CHUNK_FRAMES:
-                    yield self._make_chunk(indices, frames, taps)
+                    yield self._make_chunk(indices, frames, taps, yuv)
                     indices, frames = [], []
             if frames:
-                yield self._make_chunk(indices, frames, taps)
+                yield self._make_chunk(indices, frames, taps, yuv)
+            start.info = reader.info  # the backend may have refined the count the container presents
         finally:
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
 
-    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps) -> _Chunk:
+    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps,
+                    yuv: YuvForm | None) -> _Chunk:
         taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
         if self.device.type == "cuda":
             taps_nhwc = taps_nhwc.pin_memory()  # lets the copy to the GPU run asynchronously
-        return _Chunk(np.asarray(indices), taps_nhwc, taps)
+        return _Chunk(np.asarray(indices), taps_nhwc, taps, yuv)
 
     # ------------------------------------------------------------------ model side (caller thread)
     def _deadline(self) -> float | None:
@@ -293,7 +306,10 @@ class R21DExtractor:
                 raise DeadlinePassed
             if device_taps is None:
                 device_taps = chunk.crop_taps.to(self.device)
-            frames = blend_taps(chunk.taps_nhwc.to(self.device, non_blocking=True), device_taps)
+            taps_nhwc = chunk.taps_nhwc.to(self.device, non_blocking=True)
+            if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
+                taps_nhwc = yuv_taps_to_rgb(taps_nhwc, chunk.yuv)
+            frames = blend_taps(taps_nhwc, device_taps)
             for _, window in stream.push(chunk.frame_indices, frames):
                 pending.append(window)
                 if len(pending) == self.settings.batch_size:

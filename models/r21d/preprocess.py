@@ -1,4 +1,4 @@
-"""Per-frame preprocessing (README "Preprocessing and numerics"), on whatever device the frames are on.
+"""Per-frame preprocessing (/255, bilinear resize to 128 x 171, normalise, centre crop), on any device.
 
 The reference resizes the whole frame to 128 x 171 (bilinear, ``align_corners=False``)
 and then keeps the centre 112 x 112. Each kept output pixel is a blend of a 2 x 2
@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+from utils.decoders import Planes
 
 from .zoo import Preprocessing
 
@@ -84,6 +86,24 @@ def gather_taps(frame_hwc: np.ndarray, taps: CropTaps) -> np.ndarray:
     return frame_hwc.take(taps.rows, axis=0).take(taps.cols, axis=1)
 
 
+def gather_planes(planes: Planes, taps: CropTaps) -> np.ndarray:
+    """One decoded frame -> its taps ``2c x 2c x 3`` uint8: RGB, or (Y, U, V) when ``planes.yuv`` is set.
+
+    For YUV frames each luma tap gets the chroma sample swscale would pair with it
+    (row ``r >> chroma_vshift``, column ``c >> 1``), so the device can convert the taps
+    to exactly the RGB a whole-frame conversion would give at those pixels.
+    """
+    if planes.yuv is None:
+        return gather_taps(planes.arrays[0], taps)
+    y, u, v = planes.arrays
+    out = np.empty((len(taps.rows), len(taps.cols), 3), np.uint8)
+    out[..., 0] = y.take(taps.rows, axis=0).take(taps.cols, axis=1)
+    chroma_rows, chroma_cols = taps.rows >> planes.yuv.chroma_vshift, taps.cols >> 1
+    out[..., 1] = u.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
+    out[..., 2] = v.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
+    return out
+
+
 def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
     """Gathered taps ``N x 2c x 2c x 3`` uint8 -> normalised crops ``N x 3 x c x c`` float32.
 
@@ -106,7 +126,7 @@ def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
 def preprocess_frames(frames_nhwc: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """RGB uint8 frames ``N x H x W x 3`` -> normalised crops ``N x 3 x 112 x 112`` float32.
 
-    The documented preprocessing for a batch of frames on any device: :func:`gather_taps` and
+    The reference preprocessing for a batch of frames on any device: :func:`gather_taps` and
     :func:`blend_taps` in one call.
     """
     if frames_nhwc.dtype != torch.uint8 or frames_nhwc.ndim != 4 or frames_nhwc.shape[-1] != 3:

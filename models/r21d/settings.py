@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from utils.decoders import DECODERS
 from utils.errors import SettingsError
 
 from .zoo import MODEL_ZOO
@@ -46,7 +47,11 @@ class R21DSettings:
     max_frame_pixels: Optional[int] = _key(
         DEFAULT_MAX_FRAME_PIXELS, "refuse frames over width x height pixels (default 8192x8192; null: no limit)")
 
+    decoder: str = _key("pyav", " | ".join(DECODERS) + " (pyav: as the reference, AV1 and cuts included; see README)")
+
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise SettingsError(f"decoder={self.decoder!r} is unknown; allowed: {', '.join(DECODERS)}")
         if self.model_name not in MODEL_ZOO:
             raise SettingsError(f"model_name={self.model_name!r} is unknown; allowed: {', '.join(MODEL_ZOO)}")
         for key in ("stack_size", "step_size", "batch_size"):

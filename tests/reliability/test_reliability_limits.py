@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from configs.schema import register_configs
 from models.r21d.settings import DEFAULT_MAX_FRAME_PIXELS
-from utils import video_decode
+from utils.decoders.pyav_backend import PyAVReader
 from main import run as run_cli
 from utils.cli import EXIT_BAD_CONFIG
 from utils.runner import run_extraction
@@ -36,7 +36,7 @@ def cli_settings(output, paths, checkpoint, **extra) -> dict:
 def test_video_over_the_time_limit_fails_with_a_reason_and_the_run_goes_on(
         tmp_path, extractor, good_clips, reference, monkeypatch):
     slow = make_clip(tmp_path / "slow.mp4")
-    frames = video_decode.VideoReader.frames
+    frames = PyAVReader.frames
 
     def slow_frames(self, keep=None):  # a decoder stuck on a pathological file
         for item in frames(self, keep):
@@ -44,7 +44,7 @@ def test_video_over_the_time_limit_fails_with_a_reason_and_the_run_goes_on(
                 time.sleep(0.25)
             yield item
 
-    monkeypatch.setattr(video_decode.VideoReader, "frames", slow_frames)
+    monkeypatch.setattr(PyAVReader, "frames", slow_frames)
     monkeypatch.setattr(extractor, "settings", dataclasses.replace(extractor.settings, video_timeout_s=0.5))
     sink = FileSink(tmp_path / "out", "r21d", MODEL, "npy", FEATURE_DIM)
     t0 = time.monotonic()

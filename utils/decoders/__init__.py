@@ -1,0 +1,62 @@
+"""Video decoding behind one small protocol: ``open_video(path, backend, ...) -> reader``.
+
+A reader has ``info`` (:class:`VideoInfo`) and ``frames(keep) -> Iterator[(index, Planes | None)]``
+(frames in presentation order from the first video stream, at their stored size), and
+``close()``. Backends:
+
+- ``pyav`` (default): PyAV's FFmpeg (AV1 through dav1d), local files only whatever the
+  name looks like, edit lists honoured, 8-bit 4:2:0 / 4:2:2 frames handed out as YUV
+  planes (converted to RGB only where the caller gathers, exactly as swscale would).
+- ``opencv``: OpenCV's bundled FFmpeg, RGB frames; the pipeline before PyAV.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Iterator, Protocol
+
+from .base import (Planes, VideoDecodeError, VideoInfo, check_frame_count, check_frame_size,
+                   check_readable_file)
+from .yuv import YuvForm
+
+DECODERS = ("pyav", "opencv")
+
+__all__ = ["DECODERS", "Planes", "VideoDecodeError", "VideoInfo", "VideoReader", "YuvForm", "check_frame_count",
+           "check_frame_size", "check_readable_file", "open_video", "quiet_decoder_logs"]
+
+
+class VideoReader(Protocol):
+    info: VideoInfo
+
+    def frames(self, keep: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Planes | None]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_video(path: str | os.PathLike, backend: str = "pyav", apply_rotation: bool = False,
+               max_frame_pixels: int | None = None) -> VideoReader:
+    """Open ``path`` with ``backend`` (one of :data:`DECODERS`); raises :class:`VideoDecodeError`."""
+    if backend == "pyav":
+        from .pyav_backend import PyAVReader
+
+        return PyAVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels)
+    if backend == "opencv":
+        from .opencv_backend import OpenCVReader
+
+        return OpenCVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels)
+    raise ValueError(f"decoder={backend!r} is unknown; allowed: {', '.join(DECODERS)}")
+
+
+def quiet_decoder_logs(debug: bool) -> None:
+    """Keep FFmpeg's and OpenCV's own messages off the console unless ``debug`` (our one-line
+    reasons replace them); with ``debug``, FFmpeg's warnings go to the ``libav`` logger."""
+    if debug:
+        import av.logging
+
+        av.logging.set_level(av.logging.WARNING)
+        logging.getLogger("libav").setLevel(logging.WARNING)
+        return
+    from .opencv_backend import quiet_opencv_logs
+
+    quiet_opencv_logs()
