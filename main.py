@@ -4,7 +4,6 @@ A thin Hydra shell: it composes the config, turns it into plain values and
 hands them to :func:`utils.cli.run_cli`, which does the work.
 """
 
-import logging
 import sys
 
 import hydra
@@ -12,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from configs.schema import register_configs, unknown_key_error
 from utils.cli import run_cli
+from utils.console import configure_logging
 
 register_configs()
 
@@ -19,10 +19,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     settings = OmegaConf.to_container(cfg, resolve=True)
-    logging.basicConfig(
-        level=logging.DEBUG if settings.get("debug") else logging.INFO,
-        format="%(levelname)s: %(message)s",
-    )
+    configure_logging(debug=bool(settings.get("debug")))  # log lines never glued to the progress bar
     sys.exit(run_cli(settings))
 
 

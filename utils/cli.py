@@ -12,6 +12,7 @@ from typing import Any, Mapping, TextIO
 from models import get_extractor_class
 
 from .claims import ClaimBook
+from .console import video_heading, write_block
 from .ffmpeg import FFmpegError
 from .path_list import PathListError, check_unique_stems, collect_video_paths, shard
 from .predictions import format_window_predictions
@@ -144,9 +145,9 @@ def run_cli(settings: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: Te
 
     def on_result(result: Any) -> None:
         if show_pred:
-            print(f"Predictions for {result.path}:", file=stdout)
-            print(format_window_predictions(result.window_bounds, result.logits, extractor.labels),
-                  end="", file=stdout, flush=True)
+            write_block(video_heading("Predictions", result.path) + "\n"
+                        + format_window_predictions(result.window_bounds, result.logits, extractor.labels),
+                        stdout, end="")
         if save_plots:
             random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
             written = save_video_plots(

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from models import get_extractor_class
 
+from .console import plural
 from .metadata import METADATA_KEYS
 from .runner import RunReport, RunSummary, VideoOutcome, one_line_reason, skip_if_done, store_result
 from .sinks import make_sink
@@ -423,8 +424,8 @@ class _RayRun:
             if self.startup_deaths > self.plan.num_workers:
                 raise RaySetupError(f"Ray workers keep dying while starting: {reason}")
         held = list(slot.outstanding)
-        log.warning("Ray worker %d (pid %s) died: %s; %d unfinished video(s) will be retried one at a time",
-                    slot.index, slot.pid, reason, len(held))
+        log.warning("Ray worker %d (pid %s) died: %s; %s will be retried one at a time",
+                    slot.index, slot.pid, reason, plural(len(held), "unfinished video"))
         for path in held:
             self.deaths[path] += 1
             if self.deaths[path] >= MAX_WORKER_DEATHS_PER_VIDEO:
@@ -491,8 +492,8 @@ def run_on_ray(
         plan = plan_workers(ray_settings, nodes, want_gpu, extractor_kwargs.get("decode_workers"))
         if want_gpu and plan.gpus_per_worker == 0:
             log.warning("device=%s asked for but the Ray workers have no GPU: they run on cpu", device)
-        log.info("Ray: %d worker(s), %g GPU and %g CPU each, %d decode thread(s) each",
-                 plan.num_workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.decode_workers)
+        log.info("Ray: %s, %g GPU and %g CPU each, %s each", plural(plan.num_workers, "worker"),
+                 plan.gpus_per_worker, plan.cpus_per_worker, plural(plan.decode_workers, "decode thread"))
         worker_kwargs = dict(extractor_kwargs)
         # Ray shows each GPU actor only its own GPU(s), as cuda:0.
         worker_kwargs["device"] = "cuda:0" if plan.gpus_per_worker > 0 else "cpu"

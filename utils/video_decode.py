@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from .console import plural
+
 
 # check_frame_count: missing frames tolerated with a warning (more is a failure).
 MISSING_FRAMES_TOLERATED = 2
@@ -176,10 +178,10 @@ def check_frame_count(decoded: int, info: VideoInfo) -> str | None:
         return None
     if missing > max(MISSING_FRAMES_TOLERATED, MISSING_FRACTION_TOLERATED * declared):
         raise VideoDecodeError(
-            f"only {decoded} of the {declared} frames the container declares decode (truncated file?); "
+            f"only {decoded} of the {plural(declared, 'frame')} the container declares decode (truncated file?); "
             "re-download or re-encode it"
         )
-    return f"decoded {decoded} of the {declared} frames the container declares"
+    return f"decoded {decoded} of the {plural(declared, 'frame')} the container declares"
 
 
 def quiet_decoder_logs(debug: bool) -> None:
