@@ -41,6 +41,7 @@ from benchmarks.naive_reference import naive_peak_bytes
 from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
 from models.r21d.extractor import PRECISIONS, default_decode_workers
 from models.r21d.zoo import MODEL_ZOO
+from utils.console import plural
 from utils.video_decode import VideoReader
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}.",
         f"Command: `{command}`",
         f"Device {args.device}; batch_size {args.batch_size}; decode_workers "
-        f"{args.decode_workers or default_decode_workers()}; {args.rounds} rounds, modes in alternating order; "
+        f"{args.decode_workers or default_decode_workers()}; {plural(args.rounds, 'round')}, modes in alternating order; "
         "medians over rounds; random weights (seed 0).",
         "",
     ]
@@ -250,7 +251,7 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         decode = result["decode_ceiling"]
         models = result["model_ceiling"]
         lines += ["", "| ceiling | frames/s |", "|---|---|"]
-        lines += [f"| decode, OpenCV RGB, {n} stream(s) | {fps:.1f} |" for n, fps in decode.items()]
+        lines += [f"| decode, OpenCV RGB, {plural(n, 'stream')} | {fps:.1f} |" for n, fps in decode.items()]
         lines += [f"| model only, {name}, batch {args.batch_size} | {fps:.1f} |" for name, fps in models.items()]
         for name, fps in models.items():
             bound = min(max(decode.values()), fps)
