@@ -70,6 +70,8 @@ def test_one_video_is_counted_in_the_singular(tmp_path):
     assert code == 0, err
     assert "Summary: 1 done, 0 skipped, 0 failed, of 1 video\n" in err + "\n"
     assert "videos" not in err
+    code, _, err = run_cli_quietly(tmp_path, video, num_shards=2, shard_index=1)  # an empty shard
+    assert code == 0 and "Summary: 0 done, 0 skipped, 0 failed, of 0 videos" in err, err
 
 
 def test_a_printed_block_names_its_video_once_before_its_keys(tmp_path):
