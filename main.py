@@ -5,7 +5,6 @@ the config, turns it into plain values and hands them, with the function that
 picks the extractor class of a ``feature_type``, to :func:`utils.cli.run_cli`.
 """
 
-import logging
 import sys
 from typing import Any, Mapping, TextIO
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from configs.schema import register_configs, unknown_key_error
 from models import get_extractor_class
 from utils.cli import run_cli
+from utils.console import configure_logging
 
 register_configs()
 
@@ -27,10 +27,7 @@ def run(values: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO =
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     values = OmegaConf.to_container(cfg, resolve=True)
-    logging.basicConfig(
-        level=logging.DEBUG if values.get("debug") else logging.INFO,
-        format="%(levelname)s: %(message)s",
-    )
+    configure_logging(debug=bool(values.get("debug")))  # log lines never glued to the progress bar
     sys.exit(run(values))
 
 

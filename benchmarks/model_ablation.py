@@ -21,6 +21,7 @@ import torch
 from models.r21d.builders import build_network, fold_batchnorm
 from models.r21d.extractor import PRECISIONS
 from models.r21d.zoo import get_record
+from utils.console import plural
 
 DEFAULT_VARIANTS = (
     "fp32:1:ncdhw:kept,fp32:16:ncdhw:kept,fp32:16:cl:kept,fp32:16:cl:folded,"
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     forward()
                 frames = passes * batch * record.stack_size
                 results[variant].append((frames / (time.perf_counter() - wall0), frames / (time.process_time() - cpu0)))
-    print(f"{args.model_name} on {args.device}, {args.rounds} rounds\n")
+    print(f"{args.model_name} on {args.device}, {plural(args.rounds, 'round')}\n")
     print("| precision | batch | layout | BatchNorm | frames/s (median) | frames per CPU-s (median) |")
     print("|---|---|---|---|---|---|")
     for variant, values in results.items():

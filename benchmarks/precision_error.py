@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from models.r21d.extractor import PRECISIONS, R21DExtractor
+from utils.console import plural
 
 SAMPLES = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "sample").glob("*.mp4"))
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reference, seconds = extract_all("fp32")
     lines = [
-        f"{args.model_name} on {args.device}, {len(args.videos)} videos, "
+        f"{args.model_name} on {args.device}, {plural(len(args.videos), 'video')}, "
         f"{'random weights' if not args.checkpoint_path else args.checkpoint_path}",
         "",
         "| precision | max rel err vs fp32 | median per-window rel err | seconds |",

@@ -9,7 +9,7 @@ take turns, round after round, in alternating order, so load from other processe
 shared machine hits them alike. Prints a markdown report (and writes it, with the raw
 numbers as JSON, under ``--out``): frames/s, videos/s, the speed-up over the naive mode,
 peak host RSS, peak GPU memory, the largest relative feature difference to the naive
-mode, the decode ceiling (OpenCV alone, 1 and N streams), the model ceiling (random
+mode, the decode ceiling (the default decoder alone, 1 and N streams), the model ceiling (random
 clips on the device) and per-stage costs. Networks have random weights (seed 0): speed
 does not depend on the weight values, and both modes get the same ones.
 """
@@ -43,6 +43,7 @@ from models.r21d.extractor import PRECISIONS
 from utils.prefetch import default_decode_workers
 from models.r21d.zoo import MODEL_ZOO
 from utils.decoders import open_video
+from utils.console import plural
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -221,7 +222,7 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}.",
         f"Command: `{command}`",
         f"Device {args.device}; batch_size {args.batch_size}; decode_workers "
-        f"{args.decode_workers or default_decode_workers()}; {args.rounds} rounds, modes in alternating order; "
+        f"{args.decode_workers or default_decode_workers()}; {plural(args.rounds, 'round')}, modes in alternating order; "
         "medians over rounds; random weights (seed 0).",
         "",
     ]
@@ -251,7 +252,7 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         decode = result["decode_ceiling"]
         models = result["model_ceiling"]
         lines += ["", "| ceiling | frames/s |", "|---|---|"]
-        lines += [f"| decode, OpenCV RGB, {n} stream(s) | {fps:.1f} |" for n, fps in decode.items()]
+        lines += [f"| decode (default decoder), {plural(n, 'stream')} | {fps:.1f} |" for n, fps in decode.items()]
         lines += [f"| model only, {name}, batch {args.batch_size} | {fps:.1f} |" for name, fps in models.items()]
         for name, fps in models.items():
             bound = min(max(decode.values()), fps)

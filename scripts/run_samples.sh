@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick start: set up the environment, then extract features of the sample videos with predictions.
+# Quick start: set up the environment (only what extraction needs; the CPU build of torch
+# without an NVIDIA GPU), then extract features of the sample videos with predictions.
 # Extra arguments are passed to main.py (e.g. device=cpu, model_name=...).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

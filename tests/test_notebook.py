@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,26 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert (folder / "bbb_4x3_25fps_r21d.npy").is_file()
     assert (folder / "bbb_4x3_25fps_window_times_s.npy").is_file()
     assert not (tmp_path / "torch_home").exists()
+
+
+def test_one_marked_setting_and_no_placeholder_links():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    first_code = next(c for c in notebook.cells if c.cell_type == "code").source
+    statements = [line for line in first_code.splitlines() if line.strip() and not line.startswith("#")]
+    assert statements[0] == 'REPO_URL = ""'  # the first thing to see; "": this checkout
+    assert "THE ONE SETTING" in first_code.split("REPO_URL")[0]
+    for text in (NOTEBOOK.read_text(encoding="utf-8"), (ROOT / "README.md").read_text(encoding="utf-8")):
+        assert "ORG/REPO" not in text  # a link that leads nowhere
+        assert "](https://colab.research.google.com" not in text  # no badge or link to a placeholder
+
+
+def test_outside_a_checkout_without_repo_url_the_first_cell_says_what_to_set(tmp_path):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    first_code = next(c for c in notebook.cells if c.cell_type == "code").source
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # -S: no site-packages, so the project is not importable (as in a fresh Colab runtime)
+    proc = subprocess.run([sys.executable, "-S", "-c", first_code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "REPO_URL is empty" in proc.stderr and "set REPO_URL at the top of this cell" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing cloned or installed

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from models.r21d.zoo import kinetics400_labels
 from tests.helpers import MODEL, run_cli_quietly, write_test_video
-from utils.plots import SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX, cosine_similarity_matrix, save_video_plots
+from utils.plots import (SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX, cosine_similarity_matrix, save_video_plots,
+                         similarity_figure, top1_timeline_figure)
 
 LABELS = kinetics400_labels()
 
@@ -71,6 +73,49 @@ def test_a_video_shorter_than_one_window_still_gets_both_pictures(tmp_path):
     images = _draw(tmp_path, np.zeros((0, 512), np.float32), [], np.zeros((0, 400), np.float32))
     assert _size(images["clip_top1_timeline.png"]) == TIMELINE_SIZE_PX
     assert _size(images["clip_similarity.png"]) == SIMILARITY_SIZE_PX
+
+
+def _text_boxes(fig, axis):  # noqa: ANN001
+    """Pixel boxes of ``axis``' label and non-empty tick labels, as drawn in the saved PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # what save_png renders with
+    fig.draw(renderer)
+    ticks = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_text()]
+    return axis.label.get_window_extent(renderer), ticks
+
+
+@pytest.mark.parametrize("logit_scale, top1_range", [
+    (0.0, (0.002, 0.003)),  # every class alike: top-1 probability 1/400
+    (0.5, (0.003, 0.02)),
+    (4.0, (0.2, 0.9)),
+    (40.0, (0.99, 1.0)),  # confident
+])
+def test_timeline_labels_fit_inside_the_picture_at_any_probability_scale(logit_scale, top1_range):
+    _, bounds, logits = _data()
+    logits = logits / 4 * logit_scale
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    top1 = (probs / probs.sum(axis=1, keepdims=True)).max()
+    assert top1_range[0] <= top1 <= top1_range[1]
+    fig = top1_timeline_figure(bounds, 25.0, logits, LABELS, title="clip")
+    ax = fig.axes[0]
+    width, height = TIMELINE_SIZE_PX
+    for axis in (ax.yaxis, ax.xaxis):
+        label, ticks = _text_boxes(fig, axis)
+        assert label.x0 >= 0 and label.x1 <= width and label.y0 >= 0 and label.y1 <= height, (axis, label)
+        assert all(t.x0 >= 0 and t.y0 >= 0 for t in ticks)
+    label, ticks = _text_boxes(fig, ax.yaxis)
+    assert ax.yaxis.label.get_text() == "top-1 probability"
+    assert label.x1 <= min(t.x0 for t in ticks)  # beside the tick labels, not over them
+
+
+def test_similarity_labels_fit_with_long_frame_numbers():
+    features, _, _ = _data(num_windows=5)
+    bounds = [(100000 + i * 16, 100016 + i * 16) for i in range(5)]
+    fig = similarity_figure(features, bounds, fps=0.0, title="clip")  # no fps: frame numbers
+    label, ticks = _text_boxes(fig, fig.axes[0].yaxis)
+    assert label.x0 >= 0 and all(t.x0 >= 0 for t in ticks)
+    assert label.x1 <= min(t.x0 for t in ticks)
 
 
 def test_cosine_similarity_matrix():

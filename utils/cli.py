@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from .claims import ClaimBook
+from .console import video_heading, write_block
 from .errors import SettingsError, UserError
 from .path_list import check_unique_stems, collect_video_paths, shard
 from .plots import plot_paths, require_matplotlib, save_video_plots
@@ -153,9 +154,9 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
 
     def on_result(result: Any) -> None:
         if show_pred:
-            print(f"Predictions for {result.path}:", file=stdout)
-            print(format_window_predictions(result.window_bounds, result.logits, extractor.labels),
-                  end="", file=stdout, flush=True)
+            write_block(video_heading("Predictions", result.path) + "\n"
+                        + format_window_predictions(result.window_bounds, result.logits, extractor.labels),
+                        stdout, end="")
         if run.save_plots:
             random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
             written = save_video_plots(

@@ -30,6 +30,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import SettingsError
+from .console import plural
 from .path_list import output_stem
 from .predictions import top_k
 
@@ -62,9 +63,22 @@ def require_matplotlib() -> None:
 
 def _new_figure(size_px: tuple[int, int]) -> "Figure":
     require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    return Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI)
+    fig = Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)  # a renderer to measure text with (_fit_left_margin)
+    return fig
+
+
+def _fit_left_margin(fig: "Figure", ax, pad_px: float = 6.0) -> None:  # noqa: ANN001
+    """Move ``ax``'s left edge right (its right edge stays) until its y tick labels and y label
+    lie inside the figure: their width depends on the values (``0.0005`` is wider than ``0.5``)."""
+    overflow_px = pad_px - ax.yaxis.get_tightbbox(fig.canvas.get_renderer()).x0
+    if overflow_px > 0:
+        left, bottom, width, height = ax.get_position().bounds
+        shift = overflow_px / fig.bbox.width
+        ax.set_position((left + shift, bottom, width - shift, height))
 
 
 def _time_axis(window_bounds: Sequence[tuple[int, int]], fps: float) -> tuple[np.ndarray, str]:
@@ -132,9 +146,10 @@ def top1_timeline_figure(
     handles = [Patch(color=colour_of[c], label=f"{labels[c]} ({counts[c]})") for c in ranked[:MAX_COLOURED_CLASSES]]
     rest = ranked[MAX_COLOURED_CLASSES:]
     if rest:
-        handles.append(Patch(color=_OTHER_COLOUR, label=f"{len(rest)} other classes ({sum(counts[c] for c in rest)})"))
+        handles.append(Patch(color=_OTHER_COLOUR, label=f"{plural(len(rest), 'other class', 'other classes')} ({sum(counts[c] for c in rest)})"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
               title="top-1 class (windows)", title_fontsize=8, frameon=False)
+    _fit_left_margin(fig, ax)
     return fig
 
 
@@ -177,6 +192,7 @@ def similarity_figure(
     name = f"window start ({unit})" if unit == "s" else "window start (frame)"
     ax.set_xlabel(name)
     ax.set_ylabel(name)
+    _fit_left_margin(fig, ax)
     return fig
 
 

@@ -42,6 +42,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .errors import SettingsError
+from .console import plural
 from .metadata import METADATA_KEYS
 from .prefetch import default_decode_workers
 from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, report_path_in, skip_if_done, store_result
@@ -399,8 +400,8 @@ class _RayRun:
             if self.startup_deaths > self.plan.num_workers:
                 raise RaySetupError(f"Ray workers keep dying while starting: {reason}")
         held = list(slot.outstanding)
-        log.warning("Ray worker %d (pid %s) died: %s; %d unfinished video(s) will be retried one at a time",
-                    slot.index, slot.pid, reason, len(held))
+        log.warning("Ray worker %d (pid %s) died: %s; %s will be retried one at a time",
+                    slot.index, slot.pid, reason, plural(len(held), "unfinished video"))
         for path in held:
             self.deaths[path] += 1
             if self.deaths[path] >= MAX_WORKER_DEATHS_PER_VIDEO:
@@ -470,8 +471,8 @@ def run_on_ray(
         plan = plan_workers(ray_settings, nodes, want_gpu, extractor_settings.decode_workers)
         if want_gpu and plan.gpus_per_worker == 0:
             log.warning("device=%s asked for but the Ray workers have no GPU: they run on cpu", device)
-        log.info("Ray: %d worker(s), %g GPU and %g CPU each, %d decode thread(s) each",
-                 plan.num_workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.decode_workers)
+        log.info("Ray: %s, %g GPU and %g CPU each, %s each", plural(plan.num_workers, "worker"),
+                 plan.gpus_per_worker, plan.cpus_per_worker, plural(plan.decode_workers, "decode thread"))
         worker_settings = dataclasses.replace(
             extractor_settings,
             # Ray shows each GPU actor only its own GPU(s), as cuda:0.

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .atomic import remove_temp_files
 from .claims import ClaimBook, ClaimOwner
 from .errors import UserError
+from .console import plural
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class RunSummary:
     def format(self) -> str:
         lines = [
             f"Summary: {self.count('done')} done, {self.count('skipped')} skipped, "
-            f"{self.count('failed')} failed, of {len(self.outcomes)} videos"
+            f"{self.count('failed')} failed, of {plural(len(self.outcomes), 'video')}"
         ]
         lines += [f"  FAILED {o.path}: {o.reason}" for o in self.failed]
         lines += [f"  warning {o.path}: {w}" for o in self.outcomes for w in o.warnings]
@@ -267,8 +268,8 @@ class _Run:
             elif self.claims is not None:  # all still held by live workers: look again soon, then less often
                 if not told:
                     owners = sorted({self.holders[p].describe() for p in self.deferred})
-                    log.info("waiting for %d video(s) claimed by other workers (%s)",
-                             len(self.deferred), ", ".join(owners))
+                    log.info("waiting for %s claimed by other workers (%s)",
+                             plural(len(self.deferred), "video"), ", ".join(owners))
                     told = True
                 time.sleep(pause_s)
                 pause_s = min(2 * pause_s, self.claims.poll_s)

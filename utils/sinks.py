@@ -15,6 +15,7 @@ from typing import Mapping, Protocol, Sequence, TextIO
 import numpy as np
 
 from .atomic import atomic_write
+from .console import video_heading, write_block
 from .path_list import output_stem
 
 ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle")
@@ -44,14 +45,15 @@ def format_feature_stats(key: str, array: np.ndarray) -> str:
 
 
 class PrintSink:
-    """Prints each key, its array and its max/mean/min to ``stream``."""
+    """Prints ``Features for <video>:``, then each key, its array and its max/mean/min to
+    ``stream`` (one block, written around the progress bar)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
-        for key, array in feats.items():
-            print(format_feature_stats(key, array), file=self.stream, flush=True)
+        blocks = [format_feature_stats(key, array) for key, array in feats.items()]
+        write_block("\n".join([video_heading("Features", video_path), *blocks]), self.stream)
         return []
 
     def is_done(self, video_path: str) -> bool:

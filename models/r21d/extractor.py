@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from utils.console import plural
 from utils.errors import SettingsError, VideoError
 from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
@@ -121,7 +122,7 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device={device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"device={device!r} does not exist: this machine has {plural(torch.cuda.device_count(), 'CUDA device')}"
             )
     return dev
 
@@ -274,7 +275,8 @@ class R21DExtractor:
 
     def _timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
         return VideoTimeoutError(
-            f"took longer than video_timeout_s={self.settings.video_timeout_s} s ({frames_decoded} frames decoded by then); "
+            f"took longer than video_timeout_s={self.settings.video_timeout_s} s ({plural(frames_decoded, 'frame')} decoded "
+            "by then); "
             "raise video_timeout_s, or set it to null for no limit"
         )
 
@@ -331,7 +333,7 @@ class R21DExtractor:
             raise RuntimeError(f"{num_windows} windows were cut from {num_frames} frames, expected {len(bounds)}")
         if num_windows == 0:
             warnings.append(
-                f"{num_frames} frames is shorter than one window of {self.stack_size} frames: "
+                f"{plural(num_frames, 'frame')} is shorter than one window of {plural(self.stack_size, 'frame')}: "
                 f"empty (0, {self.record.feature_dim}) features"
             )
         for warning in warnings:

@@ -142,7 +142,7 @@ def test_shorter_than_one_window_gives_empty_features_and_a_warning(fault_run):
     inputs, sink, summary, _ = fault_run
     saved = load_feature_file(sink.path_for(str(inputs["short"])))
     assert saved.shape == (0, FEATURE_DIM)
-    assert f"warning {inputs['short']}: 1 frames is shorter than one window of {STACK} frames" in summary.format()
+    assert f"warning {inputs['short']}: 1 frame is shorter than one window of {STACK} frames" in summary.format()
 
 
 def test_a_missing_last_frame_is_a_warning_not_a_failure(fault_run):

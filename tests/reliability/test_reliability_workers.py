@@ -125,7 +125,7 @@ def test_bad_inputs_give_one_clear_line_each_and_a_failing_exit_status(tmp_path,
         assert len(lines) == 2, console  # when it happens, and in the summary
         assert all(line.strip().startswith(f"FAILED {path}: {reason}") for line in lines)
     assert "Summary: 3 done, 0 skipped, 3 failed, of 6 videos" in console
-    assert f"warning {short}: 1 frames is shorter than one window of {STACK} frames" in console
+    assert f"warning {short}: 1 frame is shorter than one window of {STACK} frames" in console
     assert (feature_folder(tmp_path / "out") / f"{odd_name.stem}_r21d.npy").is_file()
 
 

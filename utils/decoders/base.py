@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import plural
 from ..errors import VideoError
 from .yuv import YuvForm
 
@@ -112,7 +113,7 @@ def check_frame_count(decoded: int, info: VideoInfo) -> str | None:
         return None
     if missing > max(MISSING_FRAMES_TOLERATED, MISSING_FRACTION_TOLERATED * declared):
         raise VideoDecodeError(
-            f"only {decoded} of the {declared} frames the container declares decode (truncated file?); "
+            f"only {decoded} of the {plural(declared, 'frame')} the container declares decode (truncated file?); "
             "re-download or re-encode it"
         )
-    return f"decoded {decoded} of the {declared} frames the container declares"
+    return f"decoded {decoded} of the {plural(declared, 'frame')} the container declares"

@@ -1,0 +1,50 @@
+"""What the user reads on the console while a progress bar runs.
+
+tqdm draws its bar on stderr by rewriting the current line. Anything else written to the
+terminal meanwhile (log records, printed features, predictions) would land on that line, glued
+to the bar. Here every such write first clears the bars, then writes and flushes, and tqdm
+redraws the bars below (``tqdm.external_write_mode``, the mechanism behind ``tqdm.write`` and
+``tqdm.contrib.logging``). Without a bar these are plain writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TextIO
+
+from tqdm import tqdm
+
+LOG_FORMAT = "%(levelname)s: %(message)s"
+
+
+class TqdmAwareHandler(logging.StreamHandler):
+    """A ``StreamHandler`` (stderr by default) that clears tqdm bars around each record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with tqdm.external_write_mode(file=self.stream):
+            super().emit(record)
+
+
+def configure_logging(debug: bool = False) -> None:
+    """Root logging for the command line: ``LEVEL: message`` on stderr, INFO (DEBUG with
+    ``debug``), written around the progress bar. Replaces handlers set up before."""
+    handler = TqdmAwareHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+
+
+def write_block(text: str, stream: TextIO, end: str = "\n") -> None:
+    """Write ``text + end`` to ``stream`` in one piece, with the progress bars cleared, and flush."""
+    with tqdm.external_write_mode(file=stream):
+        stream.write(text + end)
+        stream.flush()
+
+
+def video_heading(what: str, video_path: str) -> str:
+    """The first line of a printed block: which video it belongs to (``Features for a.mp4:``)."""
+    return f"{what} for {video_path}:"
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``"1 video"``, ``"2 videos"``, ``"0 videos"``; ``plural_form`` for irregular words."""
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
