@@ -13,6 +13,7 @@ is a different module on purpose.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,8 +128,10 @@ def make_checkpoint(path: Path, model_name: str, seed: int = 1234, fc_bias: np.n
     return path
 
 
+@functools.lru_cache(maxsize=4)
 def load_network(model_name: str, checkpoint: Path) -> tuple[nn.Module, nn.Linear]:
-    """``(backbone ending at the pooled 512-d features, fc)``, eval mode, float32, cpu."""
+    """``(backbone ending at the pooled 512-d features, fc)``, eval mode, float32, cpu (cached:
+    checkpoints are written once per session and the modules are only run, never changed)."""
     network = build_network(model_name)
     network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     fc = network.fc
@@ -190,7 +193,7 @@ def reference(model_name: str, checkpoint: Path, video: str | Path, stack_size: 
     stack = flavour.stack_size if stack_size is None else stack_size
     step = flavour.step_size if step_size is None else step_size
     frames = decode_rgb24(video) if frames_thwc is None else frames_thwc
-    backbone, fc = load_network(model_name, checkpoint)
+    backbone, fc = load_network(model_name, Path(checkpoint))
     bounds = windows(len(frames), stack, step)
     clip = preprocess(frames) if bounds else None
     feats, logits = [], []
