@@ -127,10 +127,11 @@ def test_real_h264_sample_matches_the_oracle(checkpoints):
     check(got, want)
 
 
-def test_shorter_than_a_window_gives_empty_features(checkpoints, videos):
+def test_shorter_than_a_window_gives_empty_features_and_a_warning(checkpoints, videos, caplog):
     got = extractor(checkpoints, stack_size=4).extract_video(videos["short"])
     assert got.features.shape == (0, 512) and got.features.dtype == np.float32
     assert got.num_frames == 3 and list(got.window_bounds) == []
+    assert "shorter than one window" in caplog.text
 
 
 # ---------------------------------------------------------------- odd inputs
@@ -188,3 +189,15 @@ def test_reduced_precision_is_used_and_within_its_documented_error(checkpoints, 
     assert got.features.dtype == np.float32 and got.features.shape == want.features.shape
     low, high = PRECISION_BOUNDS[precision]
     assert low < oracle.rel_err(got.features, want.features) <= high
+
+
+# ---------------------------------------------------------------- random weights
+
+def test_random_weights_are_the_same_network_in_every_build(videos):
+    import torch
+
+    first = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(videos["clip14"])["r21d"]
+    rng_state = torch.random.get_rng_state()
+    second = R21DExtractor(device="cpu", random_weights=True, stack_size=4).extract(videos["clip14"])["r21d"]
+    assert first.shape == (3, 512) and np.array_equal(first, second)
+    assert torch.equal(rng_state, torch.random.get_rng_state())  # the caller's RNG is untouched
