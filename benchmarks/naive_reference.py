@@ -2,8 +2,9 @@
 
 Whole video decoded into RAM with OpenCV, converted to float32, resized on the CPU with
 ``F.interpolate``, normalised and cropped, then one window per forward pass in float32.
-Written from SPEC only (not from the product's pipeline), it is both the speed baseline of
-``benchmarks/run_benchmark.py`` and the oracle of the tests.
+Written from SPEC only (not from the product's pipeline), it is the speed baseline of
+``benchmarks/run_benchmark.py``; the tests' oracle is ``tests/reference_oracle.py``, kept apart
+so that speeding up this baseline never changes what the tests compare against.
 
 Memory grows with the video: about ``10 * T * H * W * 3`` bytes at the peak
 (:func:`naive_peak_bytes`), which is why the benchmark skips it on long HD videos.
