@@ -83,7 +83,7 @@ def test_oracle_windows_follow_the_spec_example():
     [
         ("clip33", None, None, 16, 2),  # r18 defaults: 16 / 16
         ("clip20", 2, None, 2, 2),  # default step 16 with small windows: (0, 2), (16, 18)
-        ("clip14", 4, 3, 2, 4),  # overlapping windows, the last batch short
+        ("clip14", 5, 3, 2, 4),  # overlapping windows, the last one ends on the last frame, the last batch short
         ("clip14", 3, 5, 4, 3),  # gaps between windows
         ("clip20", 5, 5, 3, 4),  # portrait frames, stack = step
     ],
@@ -156,6 +156,16 @@ def test_odd_inputs_match_the_oracle(checkpoints, tmp_path, case):
     if case == "grayscale":  # gray is repeated in R, G and B
         frames = oracle.decode_rgb24(video)
         assert (frames[..., 0] == frames[..., 1]).all() and (frames[..., 1] == frames[..., 2]).all()
+
+
+def test_resize_weights_on_a_full_contrast_checkerboard(checkpoints, tmp_path):
+    # Every output pixel blends a black and a white source pixel, so the resize weights show at
+    # full strength: weights rounded to 1/2048 give 6.6e-5 here (7e-6 on the smooth clips).
+    checker = (np.indices((9, 13)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    frames = np.stack([np.stack([np.roll(checker, t, axis=1), checker, 255 - checker], axis=-1) for t in range(4)])
+    video = oracle.write_video(tmp_path / "checker.mkv", frames)
+    got = extractor(checkpoints, stack_size=4, step_size=4).extract_video(video)
+    check(got, oracle.reference(R18, checkpoints[R18], video, 4, 4))
 
 
 # 10-bit 4:2:0 decodes to different RGB in PyAV and OpenCV (chroma upsampling follows the
