@@ -195,10 +195,10 @@ def reference(model_name: str, checkpoint: Path, video: str | Path, stack_size: 
     frames = decode_rgb24(video) if frames_thwc is None else frames_thwc
     backbone, fc = load_network(model_name, Path(checkpoint))
     bounds = windows(len(frames), stack, step)
-    clip = preprocess(frames) if bounds else None
     feats, logits = [], []
     for start, end in bounds:
-        f = backbone(clip[:, start:end][None])  # 1 x 3 x S x 112 x 112
+        clip = preprocess(frames[start:end])  # per frame, so only the window's frames are needed
+        f = backbone(clip[None])  # 1 x 3 x S x 112 x 112
         feats.append(f[0].numpy())
         logits.append(fc(f)[0].numpy())
     return Reference(
