@@ -3,8 +3,9 @@
 Whole video decoded into RAM with PyAV (every frame FFmpeg presents, converted with
 ``frame.to_ndarray(format="rgb24")`` as the reference does), converted to float32, resized on the CPU with
 ``F.interpolate``, normalised and cropped, then one window per forward pass in float32.
-Written from the reference behaviour only (not from the product's pipeline), it is both the speed baseline of
-``benchmarks/run_benchmark.py`` and the oracle of the tests.
+Written from the documented behaviour only (not from the product's pipeline), it is the speed baseline of
+``benchmarks/run_benchmark.py``; the tests' oracle is ``tests/reference_oracle.py``, kept apart
+so that speeding up this baseline never changes what the tests compare against.
 
 Memory grows with the video: about ``10 * T * H * W * 3`` bytes at the peak
 (:func:`naive_peak_bytes`), which is why the benchmark skips it on long HD videos.

@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 
-from models.r21d.builders import build_network
-from models.r21d.zoo import MODEL_ZOO
 from tests.helpers import synthetic_frames, write_video
+from tests.reference_oracle import FLAVOURS, make_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO_ROOT / "sample").glob("*.mp4"))
@@ -32,24 +30,17 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A random state dict per flavour, saved like the upstream files (plain state dict, strict keys)."""
+    """A random state dict per flavour, saved like the upstream files (plain state dict, strict keys).
+
+    Built by the test oracle's own networks (tests/reference_oracle.py), not the product's
+    builders, with random BatchNorm weight, bias and running statistics, as trained weights have.
+    """
     folder = tmp_path_factory.mktemp("checkpoints")
-    paths: dict[str, Path] = {}
     by_arch: dict[str, Path] = {}
-    for name, record in MODEL_ZOO.items():
-        if record.architecture not in by_arch:
-            torch.manual_seed(1234)
-            net = build_network(record)
-            # Non-trivial BatchNorm statistics, as trained weights have.
-            for module in net.modules():
-                if isinstance(module, torch.nn.BatchNorm3d):
-                    module.running_mean.uniform_(-0.1, 0.1)
-                    module.running_var.uniform_(0.5, 1.5)
-            path = folder / f"random_{record.architecture}.pth"
-            torch.save(net.state_dict(), path)
-            by_arch[record.architecture] = path
-        paths[name] = by_arch[record.architecture]
-    return paths
+    for name, flavour in FLAVOURS.items():
+        if flavour.architecture not in by_arch:
+            by_arch[flavour.architecture] = make_checkpoint(folder / f"random_{flavour.architecture}.pth", name)
+    return {name: by_arch[flavour.architecture] for name, flavour in FLAVOURS.items()}
 
 
 def run_main(*args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,

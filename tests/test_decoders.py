@@ -19,8 +19,8 @@ import torch
 from models.r21d import R21DExtractor
 from models.r21d.extractor import ConfigError
 from tests.helpers import rel_err
-from tests.oracle import decode_all_rgb, naive_features
-from tests.test_oracle import R18, unfolded_network
+from tests.reference_oracle import decode_rgb24, reference
+R18 = "r2plus1d_18_16_kinetics"
 from utils.decoders import VideoDecodeError, open_video
 from utils.decoders.yuv import YuvForm, _lookup_torch, matches_swscale, rgb_tables, yuv_taps_to_rgb, yuv_to_rgb_numpy
 
@@ -49,8 +49,9 @@ def encode(path: Path, codec_args: tuple[str, ...], size: str = "64x48", frames:
 
 
 @pytest.fixture(scope="module")
-def oracle_net(checkpoints) -> torch.nn.Module:
-    return unfolded_network(R18, checkpoints[R18])
+def oracle_net(checkpoints) -> Path:
+    """The oracle's weights: the checkpoint it loads into its own network."""
+    return checkpoints[R18]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,10 @@ def extractor(checkpoints) -> R21DExtractor:
 
 def assert_matches_oracle(extractor, oracle_net, path: Path, tol: float, min_windows: int = 1) -> np.ndarray:
     got = extractor.extract_video(path)
-    want = naive_features(oracle_net, str(path), STACK, STACK)
+    oracle = reference(R18, oracle_net, path, STACK, STACK)
+    want = oracle.features
     assert got.features.shape == want.shape and want.shape[0] >= min_windows
-    assert got.num_frames == len(decode_all_rgb(str(path)))
+    assert got.num_frames == oracle.num_frames
     assert rel_err(got.features, want) <= tol
     return got.features
 
@@ -122,7 +124,7 @@ def test_edit_list_frames_are_the_ones_ffmpeg_presents(tmp_path, extractor, orac
         ffmpeg("-i", str(source), "-c", "copy", "-output_ts_offset", "-0.4", str(edited))
     with av.open(str(edited)) as container:
         samples = container.streams.video[0].frames
-    presented = len(decode_all_rgb(str(edited)))
+    presented = len(decode_rgb24(edited))
     assert presented < samples  # the container holds more samples than FFmpeg presents
     result = extractor.extract_video(edited)
     assert result.num_frames == presented and result.warnings == []
