@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from utils.errors import SettingsError, VideoError
-from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
+from utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
 from utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
 from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader, check_frame_count
@@ -221,7 +221,10 @@ class R21DExtractor:
         decoded_path = video_path
         tmp_file: Path | None = None
         if self.settings.extraction_fps is not None:
-            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.settings.extraction_fps,
+            # A name of its own: same-named videos of different folders (video_root) may be
+            # re-encoded at the same time; the reference's name is given when it is kept.
+            tmp_file = reencode_fps(video_path, private_reencoded_path(self.tmp_dir, video_path),
+                                    self.settings.extraction_fps,
                                     timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
@@ -258,6 +261,8 @@ class R21DExtractor:
         finally:
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
+            elif tmp_file is not None and tmp_file.exists():
+                os.replace(tmp_file, reencoded_path(self.tmp_dir, video_path))
 
     def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps) -> _Chunk:
         taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
