@@ -9,6 +9,7 @@ import torchvision.transforms.functional as TF
 
 from benchmarks.naive_reference import CROP_HW, MEAN, STD, RESIZE_HW, decode_all_rgb
 from models.r21d import R21DExtractor, R21DSettings
+from models.r21d import extractor as extractor_module
 from models.r21d.crops import crop_boxes, crop_region, cut_crops
 from models.r21d.zoo import get_record
 from tests.helpers import rel_err
@@ -57,11 +58,20 @@ def video(tmp_path_factory):
 
 
 @pytest.mark.parametrize("crops,batch", [("ten", 16), pytest.param("five", 7, marks=pytest.mark.slow)])
-def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(checkpoints, video, crops, batch):
+def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(checkpoints, video, crops, batch,
+                                                                                monkeypatch):
     common = dict(device="cpu", checkpoint_path=str(checkpoints[R18]), stack_size=4, step_size=4, show_pred=True)
-    result = R21DExtractor(R18, crops=crops, batch_size=batch, **common).extract_video(video)
-    want = naive_multicrop_features(unfolded_network(R18, checkpoints[R18]), str(video), 4, 4, crops)
+    extractor = R21DExtractor(R18, crops=crops, batch_size=batch, **common)
+    # The cost: every frame gathered once (one region for all crops), the crops batched as clips.
+    gathered, clip_batches = [], []
+    real_gather, real_network = extractor_module.gather_taps, extractor.network
+    monkeypatch.setattr(extractor_module, "gather_taps", lambda f, t: gathered.append(1) or real_gather(f, t))
+    extractor.network = lambda clips: clip_batches.append(clips.shape[0]) or real_network(clips)
+    result = extractor.extract_video(video)
     num_crops = 10 if crops == "ten" else 5
+    assert len(gathered) == 8  # 8 frames, each once
+    assert clip_batches == ([10, 10] if crops == "ten" else [5, 5])  # batch_size counts clips: 1 window each
+    want = naive_multicrop_features(unfolded_network(R18, checkpoints[R18]), str(video), 4, 4, crops)
     assert result.features.dtype == np.float32 and result.features.shape == want.shape == (2, num_crops, 512)
     assert rel_err(result.features, want) <= 1e-4
 
