@@ -14,13 +14,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 from .claims import ClaimBook
 from .console import video_heading, write_block
 from .errors import SettingsError, UserError
-from .path_list import check_unique_stems, collect_video_paths, shard
+from .output_paths import check_unique_outputs
+from .path_list import collect_video_paths, shard
 from .plots import plot_paths, require_matplotlib, save_video_plots
 from .predictions import format_window_predictions
 from .ray_runner import RaySettings, run_on_ray
 from .runner import RunSummary, report_path_in, run_extraction
 from .metadata import METADATA_KEYS
 from .settings import ExtractorSettings, RunSettings, split_settings
+from .hdf5_sink import Hdf5Sink
 from .sinks import FileSink, Sink, make_sink, output_dir
 from .decoders import quiet_decoder_logs
 
@@ -35,6 +37,8 @@ class Extractor(Protocol):
     feature_type: str
     model_name: str
     feature_dim: int
+    feature_shape: tuple[int, ...]  # one window's features: (512,), or (num_crops, 512)
+    output_attrs: Mapping[str, str]  # what saved files record about the run (model, crops)
     labels: list[str]
     weights_source: str  # the weights file, or "random"
 
@@ -54,14 +58,15 @@ class _WithPlots:
     """A sink whose videos only count as done when their plots exist too (the plots are
     drawn by the run's ``on_result`` hook, before the features are written)."""
 
-    def __init__(self, sink: Sink, plot_dir: Path) -> None:
-        self.sink, self.plot_dir = sink, plot_dir
+    def __init__(self, sink: Sink, plot_dir: Path, video_root: str | None) -> None:
+        self.sink, self.plot_dir, self.video_root = sink, plot_dir, video_root
+        self.needs_metadata = getattr(sink, "needs_metadata", False)
 
     def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
         return self.sink.write(video_path, feats)
 
     def is_done(self, video_path: str) -> bool:
-        plots = plot_paths(self.plot_dir, video_path).values()
+        plots = plot_paths(self.plot_dir, video_path, self.video_root).values()
         return self.sink.is_done(video_path) and all(p.is_file() for p in plots)
 
 
@@ -111,7 +116,7 @@ def run_cli(
         if run.save_plots:
             require_matplotlib()
         paths = collect_video_paths(run.video_paths, run.file_with_video_paths)
-        check_unique_stems(paths)
+        check_unique_outputs(paths, run.video_root)
         paths = shard(paths, run.num_shards, run.shard_index)
         if run.runner == "ray":
             # Workers build the extractor; setup problems still come back before any video is touched.
@@ -124,6 +129,7 @@ def run_cli(
                 progress=run.progress,
                 with_metadata=run.save_metadata,
                 save_plots=run.save_plots,
+                video_root=run.video_root,
             )
             return _finish(summary, report_path, stderr)
         # The timeline picture needs the logits.
@@ -139,9 +145,10 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
                stdout: TextIO, stderr: TextIO) -> int:
     folder = output_dir(run.output_path, extractor.feature_type, extractor.model_name)
     sink = make_sink(run.on_extraction, run.output_path, extractor.feature_type, extractor.model_name,
-                     extractor.feature_dim, stdout, METADATA_KEYS if run.save_metadata else ())
+                     extractor.feature_shape, stdout, METADATA_KEYS if run.save_metadata else (),
+                     run.video_root, extractor.output_attrs)
     claims = None
-    if isinstance(sink, FileSink):  # workers sharing the folder split the videos (utils/claims.py)
+    if isinstance(sink, (FileSink, Hdf5Sink)):  # workers sharing the folder split the videos (utils/claims.py)
         claims = ClaimBook(sink.path_for, stale_s=run.lock_stale_s)
         try:
             check_writable_folder(sink.folder)
@@ -149,7 +156,7 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
             claims.close()
             raise
     if run.save_plots:
-        sink = _WithPlots(sink, folder)
+        sink = _WithPlots(sink, folder, run.video_root)
     report_path = report_path_in(folder) if run.on_extraction != "print" else None
 
     def on_result(result: Any) -> None:
@@ -160,8 +167,9 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
         if run.save_plots:
             random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
             written = save_video_plots(
-                folder, result.path, result.features, result.window_bounds, result.fps, result.logits,
+                folder, result.path, result.centre_features, result.window_bounds, result.fps, result.logits,
                 extractor.labels, title=f"{Path(result.path).name} - {extractor.model_name}{random_note}",
+                video_root=run.video_root,
             )
             log.info("plots of %s: %s", result.path, ", ".join(map(os.fspath, written)))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 from .errors import SettingsError, VideoError
@@ -45,6 +46,11 @@ def find_ffmpeg() -> str:
 def reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
     """``<tmp_dir>/<stem>_new_fps.mp4``, the file name the reference uses."""
     return Path(tmp_dir) / f"{Path(video_path).stem}_new_fps.mp4"
+
+
+def private_reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
+    """A hidden name in ``tmp_dir`` that no other re-encode uses (this process, a random part)."""
+    return Path(tmp_dir) / f".{Path(video_path).stem}_new_fps.{os.getpid()}.{uuid.uuid4().hex[:8]}.mp4"
 
 
 def reencode_fps(

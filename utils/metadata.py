@@ -1,8 +1,9 @@
 """Where each window sits in the video, so features can be aligned with annotations.
 
 Saved (opt-in, ``save_metadata=true``) next to the features by the same sink,
-one file per key: ``<stem>_fps``, ``<stem>_window_frames`` and
-``<stem>_window_times_s`` (``.npy`` or ``.pkl``)::
+one file per key: ``<stem>_fps``, ``<stem>_window_frames``,
+``<stem>_window_times_s``, ``<stem>_stack_size`` and ``<stem>_step_size`` (``.npy``
+or ``.pkl``; attributes of the video's dataset with ``save_hdf5``)::
 
     frames    0 1 2 3 4 5 6 7 8 9 ...          fps = 4, stack_size = 4, step_size = 4
     window 0  [0 1 2 3)                         window_frames[0]  = (0, 4)
@@ -23,14 +24,17 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-METADATA_KEYS = ("fps", "window_frames", "window_times_s")
+METADATA_KEYS = ("fps", "window_frames", "window_times_s", "stack_size", "step_size")
 
 
-def window_metadata(window_bounds: Sequence[tuple[int, int]], fps: float) -> dict[str, np.ndarray]:
+def window_metadata(window_bounds: Sequence[tuple[int, int]], fps: float, stack_size: int | None = None,
+                    step_size: int | None = None) -> dict[str, np.ndarray]:
     """Per-window frame and time spans of one video.
 
     ``window_bounds[i] = (start_frame, end_frame_exclusive)``; ``fps`` is the
-    frame rate of the frames those indices count (after any re-encode).
+    frame rate of the frames those indices count (after any re-encode);
+    ``stack_size``/``step_size``, when given, are saved too (0-d int64): the
+    window length and the feature stride in frames that downstream code needs.
 
     Returns ``fps``: 0-d float64; ``window_frames``: ``(num_windows, 2)`` int64
     ``[start, end)`` frame indices; ``window_times_s``: ``(num_windows, 2)``
@@ -44,8 +48,12 @@ def window_metadata(window_bounds: Sequence[tuple[int, int]], fps: float) -> dic
     else:
         log.warning("the video states no usable frame rate (fps=%s): window times are NaN", fps)
         times_s = np.full(frames.shape, np.nan)
-    return {
+    out = {
         "fps": np.array(fps, dtype=np.float64),
         "window_frames": frames,
         "window_times_s": times_s.astype(np.float64),
     }
+    for key, value in (("stack_size", stack_size), ("step_size", step_size)):
+        if value is not None:
+            out[key] = np.array(value, dtype=np.int64)
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -55,26 +54,6 @@ def _drop_repeats(paths: Iterable[str]) -> list[str]:
             seen.add(key)
             unique.append(p)
     return unique
-
-
-def output_stem(video_path: str) -> str:
-    """The file name without its extension, as in ``<stem>_r21d.npy``."""
-    return Path(video_path).stem
-
-
-def check_unique_stems(paths: Sequence[str]) -> None:
-    """Refuse two different inputs whose outputs would have the same file name."""
-    by_stem: dict[str, list[str]] = defaultdict(list)
-    for p in paths:
-        by_stem[output_stem(p)].append(p)
-    clashes = {stem: ps for stem, ps in by_stem.items() if len(ps) > 1}
-    if clashes:
-        stem, ps = next(iter(clashes.items()))
-        more = f" (and {len(clashes) - 1} more clashing stems)" if len(clashes) > 1 else ""
-        raise PathListError(
-            f"inputs {', '.join(map(repr, ps))} share the stem {stem!r} and would overwrite each other's "
-            f"output{more}; rename them or extract them in separate runs with different output_path"
-        )
 
 
 def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:

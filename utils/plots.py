@@ -31,7 +31,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import SettingsError
 from .console import plural
-from .path_list import output_stem
+from .output_paths import output_file
 from .predictions import top_k
 
 if TYPE_CHECKING:
@@ -207,10 +207,10 @@ def save_png(fig: "Figure", path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
 
 
-def plot_paths(folder: str | os.PathLike, video_path: str) -> dict[str, Path]:
-    """``{"top1_timeline": <folder>/<stem>_top1_timeline.png, "similarity": <folder>/<stem>_similarity.png}``."""
-    stem = output_stem(video_path)
-    return {name: Path(folder) / f"{stem}{suffix}" for name, suffix in PLOT_SUFFIXES.items()}
+def plot_paths(folder: str | os.PathLike, video_path: str, video_root: str | None = None) -> dict[str, Path]:
+    """``{"top1_timeline": <folder>/<video id>_top1_timeline.png, "similarity": <folder>/<video id>_similarity.png}``
+    (video id: :func:`utils.output_paths.video_id`)."""
+    return {name: output_file(folder, video_path, video_root, suffix) for name, suffix in PLOT_SUFFIXES.items()}
 
 
 def save_video_plots(
@@ -222,9 +222,10 @@ def save_video_plots(
     logits: np.ndarray,
     labels: Sequence[str],
     title: str = "",
+    video_root: str | None = None,
 ) -> list[Path]:
     """Draw both pictures of one video into ``folder``; returns the PNG paths."""
-    paths = plot_paths(folder, video_path)
+    paths = plot_paths(folder, video_path, video_root)
     return [
         save_png(top1_timeline_figure(window_bounds, fps, logits, labels, title), paths["top1_timeline"]),
         save_png(similarity_figure(features, window_bounds, fps, title), paths["similarity"]),

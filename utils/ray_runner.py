@@ -164,7 +164,7 @@ def check_ray_run(on_extraction: str, show_pred: bool, save_plots: bool = False)
     """Refuse what only makes sense in one process: printed features or predictions, pictures."""
     if on_extraction == "print":
         raise RaySetupError(
-            "runner=ray saves features to files: set on_extraction=save_numpy or save_pickle "
+            "runner=ray saves features to files: set on_extraction=save_numpy, save_pickle or save_hdf5 "
             "(on_extraction=print needs runner=local)"
         )
     if show_pred:
@@ -194,6 +194,7 @@ class ExtractionWorker:
         debug: bool = False,
         num_threads: int | None = None,
         with_metadata: bool = False,
+        video_root: str | None = None,
     ) -> None:
         if num_threads is not None:
             # The worker's CPU share, whatever Ray puts in OMP_NUM_THREADS: float32 sums
@@ -209,9 +210,10 @@ class ExtractionWorker:
         self._t_last = time.perf_counter()  # when the previous video of this session finished
         try:
             self.extractor = extractor_cls(extractor_settings)
+            # Each actor its own sink: with save_hdf5 its own part file (one writer per file).
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
-                                  self.extractor.feature_dim, sys.stdout,
-                                  METADATA_KEYS if with_metadata else ())
+                                  self.extractor.feature_shape, sys.stdout,
+                                  METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
             return
@@ -437,6 +439,7 @@ def run_on_ray(
     progress: bool = True,
     with_metadata: bool = False,
     save_plots: bool = False,
+    video_root: str | None = None,
 ) -> tuple[RunSummary, Path | None]:
     """Extract ``video_paths`` on Ray workers into files; the summary and the run report's path.
 
@@ -484,7 +487,8 @@ def run_on_ray(
                              else os.path.abspath(extractor_settings.checkpoint_path)),
         )
         worker_args = (extractor_cls, worker_settings, on_extraction, os.path.abspath(output_path), debug,
-                       max(1, int(plan.cpus_per_worker)), with_metadata)
+                       max(1, int(plan.cpus_per_worker)), with_metadata,
+                       None if video_root is None else os.path.abspath(video_root))
         report_path = report_path_in(output_dir(output_path, extractor_cls.feature_type, extractor_settings.model_name))
         return _RayRun(ray, plan, worker_args, video_paths, report_path, progress).run()
     finally:

@@ -181,7 +181,8 @@ def store_result(
         if debug:
             log.error("%s failed", path, exc_info=result)
         return outcome
-    features = result.as_dict(metadata=True) if with_metadata else result.as_dict()
+    # An HDF5 sink records fps and the window stride of every video, metadata or not.
+    features = result.as_dict(metadata=with_metadata or getattr(sink, "needs_metadata", False))
     first = next(iter(features.values()), np.zeros((0, 0)))
     outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
     outcome.warnings = list(getattr(result, "warnings", []))

@@ -61,6 +61,8 @@ class RunSettings:
     file_with_video_paths: Optional[str] = setting(None, "text file, one path per line")
     on_extraction: str = setting("print", " | ".join(ON_EXTRACTION_CHOICES))
     output_path: str = setting("./output", "folder for saved features")
+    video_root: Optional[str] = setting(
+        None, "outputs mirror the folders under it: <root>/cat/000.mp4 -> cat/000_r21d.npy (null: file names only)")
     num_shards: int = setting(1, "take every num_shards-th video from shard_index (SLURM arrays)")
     shard_index: int = setting(0, "which shard this run takes, 0..num_shards-1")
     debug: bool = setting(False, "print tracebacks of failed videos")

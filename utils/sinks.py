@@ -16,9 +16,9 @@ import numpy as np
 
 from .atomic import atomic_write
 from .console import video_heading, write_block
-from .path_list import output_stem
+from .output_paths import output_file
 
-ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle")
+ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", "save_hdf5")
 
 
 def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> Path:
@@ -88,23 +88,32 @@ def load_feature_file(path: str | Path) -> np.ndarray:
         return _RestrictedUnpickler(f).load()
 
 
-class FileSink:
-    """Saves ``<output_root>/<feature_type>/<model_name>/<stem>_<key>.<npy|pkl>``."""
+def feature_shape_of(feature_dim: int | Sequence[int]) -> tuple[int, ...]:
+    """The shape of one window's features: ``(512,)``, or ``(num_crops, 512)`` with multi-crop."""
+    return (int(feature_dim),) if isinstance(feature_dim, int) else tuple(int(d) for d in feature_dim)
 
-    def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str, feature_dim: int,
-                 extra_keys: Sequence[str] = ()) -> None:
-        """``extra_keys``: keys written besides the features (e.g. metadata); a video
+
+class FileSink:
+    """Saves ``<output_root>/<feature_type>/<model_name>/<video id>_<key>.<npy|pkl>``
+    (video id: :func:`utils.output_paths.video_id`)."""
+
+    def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str,
+                 feature_dim: int | Sequence[int], extra_keys: Sequence[str] = (),
+                 video_root: str | None = None) -> None:
+        """``feature_dim``: 512, or the shape of one window's features (``(10, 512)`` for ten crops);
+        ``extra_keys``: keys written besides the features (e.g. metadata); a video
         only counts as done when their files exist too."""
         if fmt not in ("npy", "pkl"):
             raise ValueError(f"fmt={fmt!r}: allowed npy, pkl")
         self.folder = output_dir(output_root, feature_type, model_name)
         self.feature_type = feature_type
         self.fmt = fmt
-        self.feature_dim = feature_dim
+        self.feature_shape = feature_shape_of(feature_dim)
         self.extra_keys = tuple(extra_keys)
+        self.video_root = video_root
 
     def path_for(self, video_path: str, key: str | None = None) -> Path:
-        return self.folder / f"{output_stem(video_path)}_{key or self.feature_type}.{self.fmt}"
+        return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}.{self.fmt}")
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         written = []
@@ -128,17 +137,23 @@ class FileSink:
         return (
             isinstance(array, np.ndarray)
             and array.dtype == np.float32
-            and array.ndim == 2
-            and array.shape[1] == self.feature_dim
+            and array.shape[1:] == self.feature_shape
         )
 
 
 def make_sink(on_extraction: str, output_root: str, feature_type: str, model_name: str,
-              feature_dim: int, stream: TextIO, extra_keys: Sequence[str] = ()) -> Sink:
+              feature_dim: int | Sequence[int], stream: TextIO, extra_keys: Sequence[str] = (),
+              video_root: str | None = None, attrs: Mapping[str, str] | None = None) -> Sink:
+    """The sink of ``on_extraction``; ``attrs``: run-level facts an HDF5 file records (model, crops)."""
     if on_extraction == "print":
         return PrintSink(stream)
     if on_extraction == "save_numpy":
-        return FileSink(output_root, feature_type, model_name, "npy", feature_dim, extra_keys)
+        return FileSink(output_root, feature_type, model_name, "npy", feature_dim, extra_keys, video_root)
     if on_extraction == "save_pickle":
-        return FileSink(output_root, feature_type, model_name, "pkl", feature_dim, extra_keys)
+        return FileSink(output_root, feature_type, model_name, "pkl", feature_dim, extra_keys, video_root)
+    if on_extraction == "save_hdf5":
+        from .hdf5_sink import Hdf5Sink  # noqa: PLC0415 (h5py only when asked for)
+
+        return Hdf5Sink(output_dir(output_root, feature_type, model_name), feature_type, feature_dim,
+                        with_metadata=bool(extra_keys), video_root=video_root, attrs=attrs or {})
     raise ValueError(f"on_extraction={on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}")

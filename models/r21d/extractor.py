@@ -35,7 +35,7 @@ import torch
 
 from utils.console import plural
 from utils.errors import SettingsError, VideoError
-from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
+from utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
 from utils.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
 from utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
@@ -44,6 +44,8 @@ from utils.window_stream import WindowStream
 from utils.windows import is_frame_used, window_bounds
 
 from .builders import build_model
+from .crops import crop_boxes, crop_region, cut_crops
+from .crops import centre_index as crops_centre_index
 from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes
 from .settings import PRECISIONS as PRECISION_NAMES
 from .settings import R21DSettings
@@ -70,8 +72,9 @@ class VideoTimeoutError(VideoError):
 class VideoFeatures:
     """What one video gave.
 
-    ``features``: ``(num_windows, feature_dim)`` float32; ``logits``:
-    ``(num_windows, num_classes)`` float32 when predictions were asked for;
+    ``features``: ``(num_windows, feature_dim)`` float32, or ``(num_windows, num_crops,
+    feature_dim)`` with ``crops=five|ten``; ``logits``: ``(num_windows, num_classes)``
+    float32 of the centre crop when predictions were asked for;
     ``window_bounds[i] = (start_frame, end_frame_exclusive)``; ``fps`` and
     ``num_frames`` describe the frames the windows index (after any re-encode);
     ``warnings`` are one-line notes for the run report (e.g. too short for a window).
@@ -85,20 +88,29 @@ class VideoFeatures:
     logits: np.ndarray | None = None
     feature_type: str = FEATURE_TYPE
     warnings: list[str] = field(default_factory=list)
+    stack_size: int | None = None
+    step_size: int | None = None
+    centre_crop: int | None = None  # index of the centre crop in a multi-crop ``features``
+
+    @property
+    def centre_features(self) -> np.ndarray:
+        """``(num_windows, feature_dim)``: the centre crop's features (all of them without multi-crop)."""
+        return self.features if self.centre_crop is None else self.features[:, self.centre_crop]
 
     def as_dict(self, metadata: bool = False) -> dict[str, np.ndarray]:
         """``{"r21d": features}``; with ``metadata`` also the window spans of
-        :func:`utils.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``)."""
+        :func:`utils.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``,
+        ``stack_size``, ``step_size``)."""
         out = {self.feature_type: self.features}
         if metadata:
-            out.update(window_metadata(self.window_bounds, self.fps))
+            out.update(window_metadata(self.window_bounds, self.fps, self.stack_size, self.step_size))
         return out
 
 
 @dataclass(frozen=True)
 class _Chunk:
     frame_indices: np.ndarray  # (n,) int64
-    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8, see models.r21d.preprocess.gather_planes
+    taps_nhwc: torch.Tensor  # n x 2h x 2w x 3 uint8 (h x w: the crops' region), see preprocess.gather_planes
     crop_taps: CropTaps
     yuv: YuvForm | None = None  # None: the taps are RGB; else Y, U, V to convert on the device
 
@@ -160,6 +172,18 @@ class R21DExtractor:
         self.model_name = settings.model_name
         self.feature_dim = self.record.feature_dim
         self.stack_size, self.step_size = settings.window
+        # Multi-crop: the crops (README "Crops") are a batch dimension; only their bounding
+        # box of the resized frame is computed, and every frame is decoded once.
+        self.crop_boxes = crop_boxes(settings.crops, self.record.preprocessing)
+        self.crop_region = crop_region(self.crop_boxes, self.record.preprocessing)
+        self.num_crops = len(self.crop_boxes)
+        self.centre_crop = None if settings.crops == "center" else crops_centre_index(settings.crops)
+        self.feature_shape = ((self.feature_dim,) if settings.crops == "center"
+                              else (self.num_crops, self.feature_dim))
+        # What a saved file says about how it was made (HDF5 attributes).
+        self.output_attrs = {"model": settings.model_name, "crops": settings.crops}
+        # batch_size counts clips (windows x crops): the memory of a forward pass.
+        self.windows_per_batch = max(1, settings.batch_size // self.num_crops)
         if settings.extraction_fps is not None:
             find_ffmpeg()  # fail before any work when re-encoding is impossible
         self.tmp_dir = Path(settings.tmp_path) / self.feature_type / settings.model_name
@@ -204,7 +228,10 @@ class R21DExtractor:
         decoded_path = video_path
         tmp_file: Path | None = None
         if self.settings.extraction_fps is not None:
-            tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.settings.extraction_fps,
+            # A name of its own: same-named videos of different folders (video_root) may be
+            # re-encoded at the same time; the reference's name is given when it is kept.
+            tmp_file = reencode_fps(video_path, private_reencoded_path(self.tmp_dir, video_path),
+                                    self.settings.extraction_fps,
                                     timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
@@ -226,7 +253,7 @@ class R21DExtractor:
                     continue
                 if taps is None:
                     frame_shape = (planes.height, planes.width)
-                    taps = crop_taps(planes.height, planes.width, self.record.preprocessing)
+                    taps = crop_taps(planes.height, planes.width, self.record.preprocessing, self.crop_region)
                 elif (planes.height, planes.width) != frame_shape:
                     raise ValueError(
                         f"frame size changes mid-stream ({frame_shape} then {(planes.height, planes.width)} at "
@@ -247,6 +274,8 @@ class R21DExtractor:
         finally:
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
+            elif tmp_file is not None and tmp_file.exists():
+                os.replace(tmp_file, reencoded_path(self.tmp_dir, video_path))
 
     def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps,
                     yuv: YuvForm | None) -> _Chunk:
@@ -292,14 +321,15 @@ class R21DExtractor:
         feats: list[torch.Tensor] = []
         logits: list[torch.Tensor] = []
 
-        def run_batch(windows_tchw: list[torch.Tensor]) -> None:
-            clips_bcthw = torch.stack(windows_tchw).permute(0, 2, 1, 3, 4)
-            f, lg = self.forward_clips(clips_bcthw)
+        def run_batch(windows_tkchw: list[torch.Tensor]) -> None:
+            # B x T x K x C x H x W -> (B * K) x C x T x H x W: the crops are more clips.
+            clips_bkcthw = torch.stack(windows_tkchw).permute(0, 2, 3, 1, 4, 5)
+            f, lg = self.forward_clips(clips_bkcthw.flatten(0, 1))
             # Kept on the device until the video ends: a copy to the host here would make
             # the caller wait for every batch instead of queueing the next one.
-            feats.append(f)
-            if lg is not None:
-                logits.append(lg)
+            feats.append(f.view(len(windows_tkchw), self.num_crops, -1))
+            if lg is not None:  # show_pred and plots: the centre crop
+                logits.append(lg.view(len(windows_tkchw), self.num_crops, -1)[:, self.centre_crop or 0])
 
         device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
         for chunk in chunks:
@@ -311,10 +341,11 @@ class R21DExtractor:
             taps_nhwc = chunk.taps_nhwc.to(self.device, non_blocking=True)
             if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
                 taps_nhwc = yuv_taps_to_rgb(taps_nhwc, chunk.yuv)
-            frames = blend_taps(taps_nhwc, device_taps)
-            for _, window in stream.push(chunk.frame_indices, frames):
+            region = blend_taps(taps_nhwc, device_taps)
+            frames_nkchw = cut_crops(region, self.crop_boxes, self.record.preprocessing)
+            for _, window in stream.push(chunk.frame_indices, frames_nkchw):
                 pending.append(window)
-                if len(pending) == self.settings.batch_size:
+                if len(pending) == self.windows_per_batch:
                     run_batch(pending)
                     pending = []
         if pending:
@@ -334,13 +365,13 @@ class R21DExtractor:
         if num_windows == 0:
             warnings.append(
                 f"{plural(num_frames, 'frame')} is shorter than one window of {plural(self.stack_size, 'frame')}: "
-                f"empty (0, {self.record.feature_dim}) features"
+                f"empty {(0, *self.feature_shape)} features"
             )
         for warning in warnings:
             log.warning("%s: %s", video_path, warning)
         features = (
-            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False)
-            if feats else np.zeros((0, self.record.feature_dim), dtype=np.float32)
+            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False).reshape(-1, *self.feature_shape)
+            if feats else np.zeros((0, *self.feature_shape), dtype=np.float32)
         )
         return VideoFeatures(
             path=video_path,
@@ -352,6 +383,9 @@ class R21DExtractor:
                 np.zeros((0, self.record.num_classes), np.float32) if self.settings.show_pred else None
             ),
             warnings=warnings,
+            stack_size=self.stack_size,
+            step_size=self.step_size,
+            centre_crop=self.centre_crop,
         )
 
     # ------------------------------------------------------------------ public API

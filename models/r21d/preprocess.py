@@ -68,12 +68,20 @@ def _linear_taps(in_size: int, out_size: int, first: int, count: int) -> tuple[n
     return torch.cat([lo, hi]).numpy(), torch.stack([1.0 - frac, frac])
 
 
-def crop_taps(height: int, width: int, spec: Preprocessing) -> CropTaps:
-    """The :class:`CropTaps` of a ``height x width`` frame under ``spec``."""
+def crop_taps(height: int, width: int, spec: Preprocessing,
+              region: tuple[int, int, int, int] | None = None) -> CropTaps:
+    """The :class:`CropTaps` of a ``height x width`` frame under ``spec``.
+
+    ``region``: ``(top, left, rows, cols)`` of the resized frame to compute; default the
+    centre crop. Multi-crop asks for the bounding box of its crops (``models.r21d.crops``).
+    """
     if height < 1 or width < 1:
         raise ValueError(f"frame size {height}x{width} is invalid: both sides must be >= 1 pixel")
-    (out_h, out_w), (crop_h, crop_w) = spec.resize_hw, spec.crop_hw
-    top, left = spec.crop_top_left
+    out_h, out_w = spec.resize_hw
+    if region is None:
+        (top, left), (crop_h, crop_w) = spec.crop_top_left, spec.crop_hw
+    else:
+        top, left, crop_h, crop_w = region
     rows, row_weights = _linear_taps(height, out_h, top, crop_h)
     cols, col_weights = _linear_taps(width, out_w, left, crop_w)
     mean, std = (torch.tensor(v, dtype=torch.float32) for v in (spec.mean_rgb, spec.std_rgb))
@@ -81,7 +89,7 @@ def crop_taps(height: int, width: int, spec: Preprocessing) -> CropTaps:
 
 
 def gather_taps(frame_hwc: np.ndarray, taps: CropTaps) -> np.ndarray:
-    """One uint8 RGB frame ``H x W x 3`` -> its taps ``2c x 2c x 3`` uint8 (``c``: crop size)."""
+    """One uint8 RGB frame ``H x W x 3`` -> its taps ``2h x 2w x 3`` uint8 (``h x w``: the region, 112 x 112 by default)."""
     # Two 1-d takes (whole rows, then columns) beat one 2-d fancy index by 2x on HD frames.
     return frame_hwc.take(taps.rows, axis=0).take(taps.cols, axis=1)
 
@@ -105,9 +113,10 @@ def gather_planes(planes: Planes, taps: CropTaps) -> np.ndarray:
 
 
 def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
-    """Gathered taps ``N x 2c x 2c x 3`` uint8 -> normalised crops ``N x 3 x c x c`` float32.
+    """Gathered taps ``N x 2h x 2w x 3`` uint8 -> the normalised region ``N x 3 x h x w`` float32.
 
-    Runs on the device of ``taps_nhwc``, where ``taps`` must be too; ``c`` is the crop size (112).
+    Runs on the device of ``taps_nhwc``, where ``taps`` must be too; ``h x w`` is the region
+    of :func:`crop_taps` (the 112 x 112 centre crop by default).
     """
     if taps_nhwc.dtype != torch.uint8 or taps_nhwc.ndim != 4 or taps_nhwc.shape[-1] != 3:
         raise ValueError(f"expected uint8 taps N x H x W x 3, got {taps_nhwc.dtype} {tuple(taps_nhwc.shape)}")

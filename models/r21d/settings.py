@@ -12,6 +12,7 @@ from typing import Optional
 from utils.decoders import DECODERS
 from utils.errors import SettingsError
 
+from .crops import CROP_CHOICES
 from .zoo import MODEL_ZOO
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -36,7 +37,8 @@ class R21DSettings:
     tmp_path: str = _key("./tmp", "folder for re-encoded videos")
     keep_tmp_files: bool = _key(False, "keep the re-encoded videos")
     show_pred: bool = _key(False, "print the top-5 Kinetics-400 classes of every window")
-    batch_size: int = _key(16, "windows per forward pass (memory, not results)")
+    batch_size: int = _key(16, "clips per forward pass: windows x crops (memory, not results)")
+    crops: str = _key("center", "center (N, 512) | five | ten (N, crops, 512): torchvision's five_crop/ten_crop order")
     precision: str = _key("fp32", "fp32 (default, reference numbers) | bf16 | fp16")
     checkpoint_path: Optional[str] = _key(None, "local weights file in the upstream format (offline use)")
     random_weights: bool = _key(False, "random network, for tests and benchmarks only")
@@ -61,6 +63,8 @@ class R21DSettings:
         fps = self.extraction_fps
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise SettingsError(f"extraction_fps={fps} is invalid: it must be > 0, or null to keep the video's fps")
+        if self.crops not in CROP_CHOICES:
+            raise SettingsError(f"crops={self.crops!r} is unknown; allowed: {', '.join(CROP_CHOICES)}")
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision={self.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
         if self.decode_workers is not None and self.decode_workers < 1:

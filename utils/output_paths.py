@@ -1,0 +1,72 @@
+"""Where a video's outputs go: the one mapping from an input path to its name in the output folder.
+
+Every output of a video (feature files, metadata, plots, claim files, its HDF5 dataset)
+is named after its *video id*, computed here and nowhere else::
+
+    video_root unset:       /data/cat/000.mp4  ->  "000"       ->  <folder>/000_r21d.npy
+    video_root=/data:       /data/cat/000.mp4  ->  "cat/000"   ->  <folder>/cat/000_r21d.npy
+                            /data/dog/000.mp4  ->  "dog/000"   ->  <folder>/dog/000_r21d.npy
+
+``<folder>`` is ``<output_path>/<feature_type>/<model_name>`` (:func:`utils.sinks.output_dir`).
+The id is the path relative to ``video_root`` without the file's extension, with ``/``
+between folders on every OS (it is also the HDF5 dataset name). Paths are compared after
+``os.path.abspath`` (no symlinks resolved), so relative paths and ``..`` work as the shell means them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path, PurePath
+from typing import Sequence
+
+from .path_list import PathListError
+
+
+def video_id(video_path: str | os.PathLike, video_root: str | os.PathLike | None = None) -> str:
+    """The name of ``video_path``'s outputs: its stem, or with ``video_root`` its path relative
+    to it without the extension (``"cat/000"``). Raises :class:`PathListError` for a path
+    outside ``video_root``."""
+    if video_root is None:
+        return Path(video_path).stem
+    full, root = os.path.abspath(video_path), os.path.abspath(video_root)
+    try:
+        rel = os.path.relpath(full, root)
+    except ValueError:  # another drive (Windows)
+        rel = os.pardir
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        raise PathListError(
+            f"{os.fspath(video_path)!r} is not inside video_root={os.fspath(video_root)!r}: outputs mirror the "
+            "folders under video_root; set video_root to a folder that holds every input, or null"
+        )
+    rel_path = PurePath(rel)
+    return rel_path.with_name(rel_path.stem).as_posix()
+
+
+def output_file(folder: str | os.PathLike, video_path: str | os.PathLike, video_root: str | os.PathLike | None,
+                suffix: str) -> Path:
+    """``<folder>/<video id><suffix>``, e.g. ``suffix="_r21d.npy"``."""
+    return Path(folder) / f"{video_id(video_path, video_root)}{suffix}"
+
+
+def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work, an input outside ``video_root`` and two different inputs with
+    the same video id (their outputs would overwrite each other)."""
+    if video_root is not None and not Path(video_root).is_dir():
+        raise PathListError(f"video_root={os.fspath(video_root)!r} is not a folder; give the folder that holds the "
+                            "input tree, or null to name outputs by file name only")
+    by_id: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_id[video_id(p, video_root)].append(p)
+    clashes = {vid: ps for vid, ps in by_id.items() if len(ps) > 1}
+    if clashes:
+        vid, ps = next(iter(clashes.items()))
+        more = f" (and {len(clashes) - 1} more clashing names)" if len(clashes) > 1 else ""
+        fix = ("rename them, or extract them in separate runs with different output_path" if video_root is not None
+               else "set video_root=<a folder above them> to mirror their folders in the output, rename them, "
+                    "or extract them in separate runs with different output_path")
+        kind = "path" if video_root is not None else "stem"
+        raise PathListError(
+            f"inputs {', '.join(map(repr, ps))} share the {kind} {vid!r} and would overwrite each other's "
+            f"output{more}; {fix}"
+        )
