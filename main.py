@@ -12,7 +12,7 @@ from typing import Any, Mapping, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import register_configs, unknown_key_error
+from configs.schema import override_error, register_configs
 from models import get_extractor_class
 from utils.cli import run_cli
 
@@ -27,6 +27,9 @@ def run(values: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO =
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     values = OmegaConf.to_container(cfg, resolve=True)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcXX, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(
         level=logging.DEBUG if values.get("debug") else logging.INFO,
         format="%(levelname)s: %(message)s",
@@ -35,8 +38,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Entry point: ``python main.py ...`` and the installed ``r21d-extract`` console command."""
-    error = unknown_key_error(sys.argv[1:])
+    """Entry point: ``python main.py ...`` and the installed ``r21d-extract`` console command.
+
+    Every argument is checked against the schema first, so a bad one is one line and exit 2
+    (Hydra's own refusals included), before anything is loaded.
+    """
+    error = override_error(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
