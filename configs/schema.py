@@ -161,6 +161,7 @@ def override_error(argv: list[str]) -> str | None:
     if error or any(a in MULTIRUN_FLAGS for a in argv):
         return error
     args = [a for a in argv if not a.startswith("-") and "=" in a]
+    register_configs()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=args)
