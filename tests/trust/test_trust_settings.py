@@ -14,12 +14,10 @@ BAD = {
     "batch_size=abc": ["batch_size=abc", "integer"],
     "output_path=null": ["output_path=null", "string"],
     "feature_type=i3d": ["feature_type=i3d", "allowed: r21d"],
-    "show_pred=maybe": ["show_pred=maybe", "true or false"],
     "video_paths=[a.mp4,": ["video_paths=[a.mp4,", "quote"],
     "device=mps": ["device='mps'", "allowed: cpu, cuda"],
     "device=xpu:0": ["device='xpu:0'", "allowed: cpu, cuda"],
     "device=meta": ["device='meta'", "allowed: cpu, cuda"],
-    "stack_size=0": ["stack_size=0", ">= 1"],
 }
 
 
