@@ -235,6 +235,15 @@ class ClaimBook:
         finally:
             guard.unlink(missing_ok=True)
 
+    def drop_stale(self, video_path: str) -> None:
+        """Remove a stale claim on a video this worker will not extract (already done): what a
+        worker killed between saving and releasing left. A live claim is left alone."""
+        try:
+            if os.path.lexists(self.lock_path(video_path)) and self.try_claim(video_path) is None:
+                self.release(video_path)
+        except OSError:
+            pass
+
     # ------------------------------------------------------------------ failures of the same run
     def failed_elsewhere(self, video_path: str) -> ClaimOwner | None:
         """The worker that recorded a failure of ``video_path`` since this worker started, if any."""

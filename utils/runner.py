@@ -359,6 +359,8 @@ def run_extraction(
     outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
     run = _Run(extractor, sink, outcome_log, claims, on_result, debug, with_metadata)
     for outcome in early:
+        if claims is not None and outcome.status == "skipped":
+            claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
         run.record(outcome, counted=outcome.status == "failed")
     try:
         run.extract(todo)

@@ -18,11 +18,13 @@ Paths are ``str``; on Linux a name that is not UTF-8 arrives with surrogate esca
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Iterator
 
 NAME_MAX_BYTES = 255
 # Room kept for the longest hidden suffix (".<12 hex>.tmp", ".lock.break", ".provenance.json").
@@ -155,6 +157,28 @@ def remove_empty_dirs(leaf: str | os.PathLike, top: str | os.PathLike) -> None:
         if folder == top or folder.parent == folder or top not in folder.parents:
             return
         folder = folder.parent
+
+
+@contextlib.contextmanager
+def utf8_openable(path: str) -> Iterator[str]:
+    """A name for ``path`` that libraries wanting UTF-8 text (OpenCV) can open.
+
+    ``path`` itself when it is valid UTF-8; else (a Linux name of raw bytes) the file is
+    opened here and ``/proc/self/fd/<n>`` is given, valid inside the block. (OpenCV
+    crashes the process on a name with surrogate escapes.)
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def display_path(path: str) -> str:

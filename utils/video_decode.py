@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .errors import VideoError
+from .safe_fs import utf8_openable
 
 
 # check_frame_count: missing frames tolerated with a warning (more is a failure).
@@ -86,7 +87,8 @@ class VideoReader:
     ) -> None:
         check_readable_file(path)
         self.path = str(path)
-        self._cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        with utf8_openable(self.path) as openable:  # a Linux name of raw bytes would crash OpenCV
+            self._cap = cv2.VideoCapture(openable, cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoDecodeError(
