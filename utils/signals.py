@@ -28,7 +28,7 @@ from typing import Any, Sequence
 log = logging.getLogger(__name__)
 
 _children: set[subprocess.Popen] = set()
-_children_lock = threading.Lock()
+_children_lock = threading.RLock()  # the signal handler may run while the main thread holds it
 PR_SET_PDEATHSIG = 1
 
 try:  # resolved once here: the child must not load anything between fork and exec
