@@ -46,7 +46,10 @@ def report_lines(tmp_path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("signum, when", [(signal.SIGINT, "re-encode"), (signal.SIGTERM, "model")])
+@pytest.mark.parametrize("signum, when", [
+    (signal.SIGINT, "re-encode"), (signal.SIGTERM, "re-encode"),
+    pytest.param(signal.SIGINT, "model", marks=pytest.mark.slow),  # the same unwinding, from the model loop
+])
 def test_signal_stops_cleanly_and_the_same_command_resumes(tmp_path, slow_clip, signum, when):
     small = write_test_video(tmp_path / "small.mp4")
     if when == "re-encode":  # ffmpeg is running when the signal comes
