@@ -11,7 +11,7 @@ from typing import Any, Mapping, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import register_configs, unknown_key_error
+from configs.schema import override_error, register_configs
 from models import get_extractor_class
 from utils.cli import run_cli
 from utils.console import configure_logging
@@ -28,12 +28,19 @@ def run(values: Mapping[str, Any], stdout: TextIO = sys.stdout, stderr: TextIO =
 def main(cfg: DictConfig) -> None:
     values = OmegaConf.to_container(cfg, resolve=True)
     configure_logging(debug=bool(values.get("debug")))  # log lines never glued to the progress bar
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcXX, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     sys.exit(run(values))
 
 
 def cli() -> None:
-    """Entry point: ``python main.py ...`` and the installed ``r21d-extract`` console command."""
-    error = unknown_key_error(sys.argv[1:])
+    """Entry point: ``python main.py ...`` and the installed ``r21d-extract`` console command.
+
+    Every argument is checked against the schema first, so a bad one is one line and exit 2
+    (Hydra's own refusals included), before anything is loaded.
+    """
+    error = override_error(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from models.r21d.settings import R21DSettings
 from utils.ray_runner import RaySettings
@@ -93,4 +99,78 @@ def unknown_key_error(overrides: list[str]) -> str | None:
     return None
 
 
-__all__ = ["ALL_KEYS", "R21DConfig", "help_footer", "register_configs", "schema_class", "unknown_key_error"]
+CONFIG_DIR = Path(__file__).resolve().parent
+MULTIRUN_FLAGS = ("-m", "--multirun")
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_words(hint: Any) -> str:
+    """``Optional[int]`` -> "an integer, or null"."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return (_type_words(inner[0]) if len(inner) == 1 else "a value") + ", or null"
+    return _TYPE_WORDS.get(hint, "a value")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _describe(exc: Exception, args: list[str], feature_type: str) -> str:
+    """Hydra's (multi-line) refusal of ``args`` as one line naming key, value and what is allowed."""
+    values = {a.split("=", 1)[0].lstrip("+~"): a.split("=", 1)[1] for a in args}
+    fields = {f.name: (f, hint) for f, hint in setting_fields(PARTS.get(feature_type, PARTS["r21d"]))}
+    for link in _chain(exc):
+        key = getattr(link, "full_key", None)
+        if key and key in fields:
+            f, hint = fields[key]
+            value = values.get(key, "?")
+            what = f"it must be {_type_words(hint)} ({help_of(f)})"
+            if "is not Optional" in str(link):
+                return f"{key}=null is not allowed: {what}"
+            return f"{key}={value} is invalid: {what}"
+    text = " ".join(str(exc).split())
+    if "feature_type/" in text and "Could not find" in text:
+        return f"feature_type={values.get('feature_type', '?')} is unknown; allowed: {', '.join(PARTS)}"
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_override(arg)
+        except Exception as parse_exc:  # noqa: BLE001 (Hydra's grammar errors have several types)
+            first = str(parse_exc).strip().splitlines()[0] if str(parse_exc).strip() else type(parse_exc).__name__
+            return (f"cannot read the argument {arg!r} ({first}); write key=value, and quote a list holding "
+                    "spaces or commas: key=\"[a.mp4, 'b c.mp4']\"")
+    return f"the arguments cannot be used: {text[:300]}"
+
+
+def override_error(argv: list[str]) -> str | None:
+    """One line for the first command-line argument the schema refuses, or None.
+
+    Runs Hydra's own composition first, so what Hydra would refuse in its multi-line
+    style (a wrong type such as ``stack_size=1.5``, ``null`` for a key that needs a value,
+    an unknown ``feature_type``, broken list syntax) is reported as one line naming the
+    key, the value and what is allowed. Value checks (ranges, choices) are the settings
+    dataclasses' job and follow in ``run_cli``.
+    """
+    error = unknown_key_error(argv)
+    if error or any(a in MULTIRUN_FLAGS for a in argv):
+        return error
+    args = [a for a in argv if not a.startswith("-") and "=" in a]
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=args)
+    except Exception as exc:  # noqa: BLE001 (Hydra and OmegaConf raise many types; all become one line)
+        feature_type = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == "feature_type"), "r21d")
+        return _describe(exc, args, feature_type)
+    del cfg
+    return None
+
+
+__all__ = ["ALL_KEYS", "R21DConfig", "help_footer", "override_error", "register_configs", "schema_class",
+           "unknown_key_error"]

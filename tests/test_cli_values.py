@@ -163,9 +163,7 @@ def assert_one_error_line(proc, *needles: str) -> None:
         ("model_name=r3d_18", ("model_name='r3d_18'", "r2plus1d_18_16_kinetics", "r2plus1d_34_8_ig65m_ft_kinetics")),
         ("precision=int8", ("precision='int8'", "fp32, bf16, fp16")),
         ("checkpoint_path=/nonexistent/w.pth", ("checkpoint_path='/nonexistent/w.pth'", "r2plus1d_18-91a641e6.pth")),
-        pytest.param("stack_size=abc", ("stack_size", "abc"), marks=pytest.mark.xfail(
-            strict=True, reason="known gap: a wrong type gives Hydra's multi-line message with exit 1 (the documented rule "
-                                "asks for one line); remove this mark when the settings refactor fixes it")),
+        ("stack_size=abc", ("stack_size", "abc")),
     ],
 )
 def test_bad_setting_is_one_error_line_without_traceback(clip, tmp_path, override, needles):

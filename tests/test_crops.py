@@ -13,7 +13,7 @@ from models.r21d import extractor as extractor_module
 from models.r21d.crops import crop_boxes, crop_region, cut_crops
 from models.r21d.zoo import get_record
 from tests.helpers import rel_err
-from tests.test_oracle import unfolded_network
+from tests.reference_oracle import load_network
 from utils.errors import SettingsError
 
 R18 = "r2plus1d_18_16_kinetics"
@@ -71,7 +71,7 @@ def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(c
     num_crops = 10 if crops == "ten" else 5
     assert len(gathered) == 8  # 8 frames, each once
     assert clip_batches == ([10, 10] if crops == "ten" else [5, 5])  # batch_size counts clips: 1 window each
-    want = naive_multicrop_features(unfolded_network(R18, checkpoints[R18]), str(video), 4, 4, crops)
+    want = naive_multicrop_features(load_network(R18, checkpoints[R18])[0], str(video), 4, 4, crops)
     assert result.features.dtype == np.float32 and result.features.shape == want.shape == (2, num_crops, 512)
     assert rel_err(result.features, want) <= 1e-4
 

@@ -35,7 +35,7 @@ def run(tmp_path_factory):
 def test_run_succeeds_and_writes_every_file_next_to_the_features(run):
     proc, folder = run
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir()) == [".my clip_r21d.npy.provenance.json",
         "my clip_fps.npy", "my clip_r21d.npy", "my clip_similarity.png", "my clip_stack_size.npy",
         "my clip_step_size.npy", "my clip_top1_timeline.png", "my clip_window_frames.npy",
         "my clip_window_times_s.npy", "run_report.jsonl",

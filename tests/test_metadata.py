@@ -60,7 +60,8 @@ def test_default_run_writes_no_metadata_and_turning_it_on_later_extracts_again(t
     folder = tmp_path / "out" / "r21d" / MODEL
     code, _, err = run_cli_quietly(tmp_path, video)
     assert code == 0, err
-    assert sorted(p.name for p in folder.iterdir()) == ["clip_r21d.npy", "run_report.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [".clip_r21d.npy.provenance.json", "clip_r21d.npy",
+                                                        "run_report.jsonl"]
 
     code, _, err = run_cli_quietly(tmp_path, video, save_metadata=True)
     assert code == 0 and "1 done, 0 skipped" in err, err

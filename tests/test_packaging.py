@@ -83,7 +83,8 @@ def test_console_command_extracts_features_from_outside_the_checkout(installed, 
     assert proc.returncode == 0, proc.stderr
     assert "1 done" in proc.stderr
     folder = cwd / "feats" / "r21d" / "r2plus1d_18_16_kinetics"
-    assert sorted(p.name for p in folder.iterdir()) == ["clip_r21d.npy", "run_report.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [".clip_r21d.npy.provenance.json", "clip_r21d.npy",
+                                                        "run_report.jsonl"]
     features = np.load(folder / "clip_r21d.npy")
     assert features.shape == (2, 512) and features.dtype == np.float32
     # it ran the installed copy, not the checkout's files

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import atomic_write
+from .safe_fs import hidden_path, read_small
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class ClaimOwner:
 
 def _read_owner(path: Path) -> tuple[ClaimOwner | None, bytes]:
     """The owner recorded in a claim or failure file (None if half-written or foreign)."""
-    raw = path.read_bytes()
+    raw = read_small(path)  # a planted symlink to a device or a huge file is never read
     try:
         data = json.loads(raw.decode("utf-8"))
         return ClaimOwner(str(data["host"]), int(data["pid"]), str(data.get("token", "")),
@@ -144,12 +145,10 @@ class ClaimBook:
 
     # ------------------------------------------------------------------ file names
     def lock_path(self, video_path: str) -> Path:
-        out = self.output_for(video_path)
-        return out.with_name(f".{out.name}{LOCK_SUFFIX}")
+        return hidden_path(self.output_for(video_path), LOCK_SUFFIX)
 
     def failed_path(self, video_path: str) -> Path:
-        out = self.output_for(video_path)
-        return out.with_name(f".{out.name}{FAILED_SUFFIX}")
+        return hidden_path(self.output_for(video_path), FAILED_SUFFIX)
 
     # ------------------------------------------------------------------ claiming
     def try_claim(self, video_path: str) -> ClaimOwner | None:
@@ -192,7 +191,7 @@ class ClaimBook:
 
     @staticmethod
     def _create(lock: Path, content: bytes) -> None:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
         try:
             os.write(fd, content)
         except BaseException:
@@ -227,7 +226,7 @@ class ClaimBook:
                 pass
             return False
         try:
-            if lock.read_bytes() != seen:
+            if read_small(lock) != seen:
                 return False
             lock.unlink()
             return True
@@ -235,6 +234,15 @@ class ClaimBook:
             return False
         finally:
             guard.unlink(missing_ok=True)
+
+    def drop_stale(self, video_path: str) -> None:
+        """Remove a stale claim on a video this worker will not extract (already done): what a
+        worker killed between saving and releasing left. A live claim is left alone."""
+        try:
+            if os.path.lexists(self.lock_path(video_path)) and self.try_claim(video_path) is None:
+                self.release(video_path)
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ failures of the same run
     def failed_elsewhere(self, video_path: str) -> ClaimOwner | None:
@@ -282,7 +290,7 @@ class ClaimBook:
     @staticmethod
     def _unlink_if_ours(lock: Path, content: bytes) -> None:
         try:
-            if lock.read_bytes() == content:
+            if read_small(lock) == content:
                 lock.unlink()
         except OSError:
             pass  # already gone, or taken over by another worker
@@ -312,7 +320,7 @@ class ClaimBook:
                 held = list(self._held.items())
             for video_path, (lock, content) in held:
                 try:
-                    if lock.read_bytes() != content:
+                    if read_small(lock) != content:
                         raise FileNotFoundError(errno.ENOENT, "replaced")
                     os.utime(lock)
                 except FileNotFoundError:

@@ -16,19 +16,25 @@ from .console import video_heading, write_block
 from .errors import SettingsError, UserError
 from .output_paths import check_unique_outputs
 from .path_list import collect_video_paths, shard
+from .ffmpeg import sweep_partials
 from .plots import plot_paths, require_matplotlib, save_video_plots
 from .predictions import format_window_predictions
+from .provenance import ProvenanceSink, check_existing_outputs
 from .ray_runner import RaySettings, run_on_ray
 from .runner import RunSummary, report_path_in, run_extraction
 from .metadata import METADATA_KEYS
+from .safe_fs import remove_empty_dirs
 from .settings import ExtractorSettings, RunSettings, split_settings
 from .hdf5_sink import Hdf5Sink
+from .signals import RunInterrupted, kill_children, stop_on_signals
 from .sinks import FileSink, Sink, make_sink, output_dir
 from .decoders import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, what a program killed by the closed pipe would give
+RESUME_HINT = "re-run the same command to resume"
 
 
 class Extractor(Protocol):
@@ -41,6 +47,9 @@ class Extractor(Protocol):
     output_attrs: Mapping[str, str]  # what saved files record about the run (model, crops)
     labels: list[str]
     weights_source: str  # the weights file, or "random"
+    weights_id: str  # "sha256:<hex>" of the weights file, or "random"
+
+    def provenance(self) -> dict[str, Any]: ...  # what the numbers depend on (utils/provenance.py)
 
     def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, object]]: ...
 
@@ -104,9 +113,41 @@ def run_cli(
     ``values``: every key of the command line (``feature_type`` plus the fields of
     :class:`~utils.settings.RunSettings`, :class:`~utils.ray_runner.RaySettings` and the
     extractor's settings), missing ones at their defaults.
-    0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done.
+    0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done;
+    130 / 143: stopped by SIGINT / SIGTERM (summary printed, claims released);
+    141: stdout was closed (e.g. ``| head``), the run stopped quietly.
     """
-    values = dict(values)
+    try:
+        with stop_on_signals():
+            return _run_cli(dict(values), extractor_class_for, stdout, stderr)
+    except RunInterrupted as exc:
+        kill_children()
+        summary = getattr(exc, "partial_summary", None)
+        try:
+            if summary is not None:
+                print(summary.format(), file=stderr)
+            print(f"Interrupted by {exc.signal_name}: {RESUME_HINT}", file=stderr, flush=True)
+        except OSError:
+            pass
+        return exc.exit_code
+    except BrokenPipeError:
+        _silence_closed_streams()
+        return EXIT_STDOUT_CLOSED
+
+
+def _silence_closed_streams() -> None:
+    """Point stdout and stderr at /dev/null, so nothing (not even Python's final flush) complains."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):  # a stream without a descriptor (tests)
+            pass
+    os.close(devnull)
+
+
+def _run_cli(values: dict[str, Any], extractor_class_for: Callable[[str], ExtractorClass],
+             stdout: TextIO, stderr: TextIO) -> int:
     quiet_decoder_logs(bool(values.get("debug", False)))
     try:
         extractor_cls = extractor_class_for(values.pop("feature_type", "r21d"))
@@ -135,10 +176,29 @@ def run_cli(
         # The timeline picture needs the logits.
         extractor = extractor_cls(dataclasses.replace(
             extractor_settings, show_pred=extractor_settings.show_pred or run.save_plots))
-        return _run_local(run, extractor, extractor_settings.show_pred, paths, stdout, stderr)
+        with _tmp_folder(extractor_settings.tmp_path, extractor.feature_type, extractor.model_name):
+            return _run_local(run, extractor, extractor_settings.show_pred, paths, stdout, stderr)
     except UserError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_CONFIG
+
+
+class _tmp_folder:  # noqa: N801
+    """Around a run: first remove what killed runs left in ``<tmp_path>/<feature_type>/<model>``
+    (partial re-encodes), and at the end the folders that stay empty (``tmp_path`` itself
+    only if this run created it)."""
+
+    def __init__(self, tmp_path: str, feature_type: str, model_name: str) -> None:
+        self.root = Path(tmp_path)
+        self.folder = self.root / feature_type / model_name
+        self.top = self.root / feature_type if self.root.exists() else self.root
+
+    def __enter__(self) -> None:
+        for leftover in sweep_partials(self.folder):
+            log.info("removed %s, left by a run that was killed", leftover)
+
+    def __exit__(self, *exc: object) -> None:
+        remove_empty_dirs(self.folder, self.top)
 
 
 def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: list[str],
@@ -152,6 +212,9 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
         claims = ClaimBook(sink.path_for, stale_s=run.lock_stale_s)
         try:
             check_writable_folder(sink.folder)
+            # Skip only outputs made with the same settings; others stop the run here (utils/provenance.py).
+            sink = ProvenanceSink(sink, extractor.provenance())
+            check_existing_outputs(sink, paths, run.overwrite)
         except SettingsError:
             claims.close()
             raise
@@ -182,10 +245,13 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
             progress=run.progress,
             with_metadata=run.save_metadata,
             claims=claims,
+            report_extra={"weights": extractor.weights_id},
         )
     finally:
         if claims is not None:
             claims.close()
+    if extractor.weights_id == "random":
+        log.warning("random_weights=true: these features come from a RANDOM network and mean nothing")
     return _finish(summary, report_path, stderr)
 
 

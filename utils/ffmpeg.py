@@ -1,18 +1,34 @@
 """ffmpeg calls: finding the binary and re-encoding a video to another frame rate.
 
 Every call is an argument list, never a shell string, so paths with spaces,
-quotes or leading dashes are passed through untouched.
+quotes or leading dashes are passed through untouched. Every ffmpeg is a child
+that dies with the run (:func:`utils.signals.spawn`) and has a time limit
+(``video_timeout_s``, else :data:`DEFAULT_TIMEOUT_S`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import uuid
+import tempfile
+import time
+import zlib
 from pathlib import Path
 
+from .claims import pid_alive
 from .errors import SettingsError, VideoError
+from .safe_fs import bounded_name, input_problem
+from .signals import forget, spawn
+
+# A re-encode still running after this long is stuck (e.g. on a file that never ends);
+# video_timeout_s replaces it when set.
+DEFAULT_TIMEOUT_S = 3600.0
+PARTIAL_SUFFIX = ".partial"
+# Partial folders of another host cannot be checked by pid: removed once this old.
+FOREIGN_PARTIAL_STALE_S = 24 * 3600.0
 
 
 class FFmpegError(VideoError):
@@ -44,8 +60,39 @@ def find_ffmpeg() -> str:
 
 
 def reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
-    """``<tmp_dir>/<stem>_new_fps.mp4``, the file name the reference uses."""
-    return Path(tmp_dir) / f"{Path(video_path).stem}_new_fps.mp4"
+    """``<tmp_dir>/<stem>_new_fps.mp4``, the file name the reference uses (shortened with a hash
+    when it would pass the 255-byte limit of a name)."""
+    return Path(tmp_dir) / bounded_name(f"{Path(video_path).stem}_new_fps.mp4")
+
+
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def sweep_partials(tmp_dir: str | os.PathLike) -> list[Path]:
+    """Remove the partial re-encodes of runs that were killed (their process is gone).
+
+    Each re-encode writes into its own folder ``.<host>-<pid>.<random>.partial``; one of
+    this host whose process no longer exists, or one of another host a day old, is removed.
+    """
+    removed = []
+    try:
+        entries = list(Path(tmp_dir).glob(f".*{PARTIAL_SUFFIX}"))
+    except OSError:
+        return removed
+    for folder in entries:
+        try:
+            host, pid = folder.name[1:].split(".", 1)[0].split("-", 1)
+            if host == _host_tag():
+                if pid_alive(int(pid)):
+                    continue
+            elif time.time() - folder.stat().st_mtime < FOREIGN_PARTIAL_STALE_S:
+                continue
+            shutil.rmtree(folder)
+            removed.append(folder)
+        except (ValueError, OSError):
+            continue
+    return removed
 
 
 def private_reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
@@ -62,12 +109,23 @@ def reencode_fps(
     """Re-encode ``video_path`` with ffmpeg's fps filter into ``out_path`` (mp4).
 
     Same filter as the reference (``-filter:v fps=fps=<fps>``) and ffmpeg's
-    default auto-rotation. Writes to a temporary name first, so a killed run
-    never leaves a half-written file under the final name.
+    default auto-rotation. ffmpeg writes into a private folder of its own
+    (``.<host>-<pid>.<random>.partial``, mode 0700, so no link planted in a shared
+    ``tmp_path`` can redirect it), then the file is renamed into place: a killed
+    run never leaves a half-written file under the final name, and the next run
+    removes the partial folder (:func:`sweep_partials`). FIFOs, devices and
+    sockets are refused before ffmpeg opens them. ``timeout_s`` (default
+    :data:`DEFAULT_TIMEOUT_S`) bounds the re-encode.
     """
+    problem = input_problem(os.fspath(video_path))
+    if problem is not None:
+        raise FFmpegError(problem)
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.stem}.{os.getpid()}.partial.mp4")
+    work = Path(tempfile.mkdtemp(prefix=f".{_host_tag()}-{os.getpid()}.", suffix=PARTIAL_SUFFIX,
+                                 dir=out_path.parent))
+    partial = work / "video.mp4"
     # "file:" keeps a name that starts with "-" or holds ":" from being read as an option/protocol.
     cmd = [
         find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -76,14 +134,22 @@ def reencode_fps(
         f"file:{os.fspath(partial)}",
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        partial.unlink(missing_ok=True)
-        raise FFmpegError(f"ffmpeg re-encode took longer than {timeout_s} s") from exc
-    if proc.returncode != 0:
-        partial.unlink(missing_ok=True)
-        last = (proc.stderr or "").strip().splitlines()
-        reason = last[-1] if last else f"exit status {proc.returncode}"
-        raise FFmpegError(f"ffmpeg could not re-encode to {fps} fps: {reason}")
-    os.replace(partial, out_path)
+        proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise FFmpegError(
+                f"ffmpeg re-encode took longer than {timeout_s:g} s; raise video_timeout_s if the video is that long"
+            ) from None
+        finally:
+            forget(proc)
+        if proc.returncode != 0:
+            last = stderr.decode("utf-8", "replace").strip().splitlines()
+            reason = last[-1] if last else f"exit status {proc.returncode}"
+            raise FFmpegError(f"ffmpeg could not re-encode to {fps} fps: {reason}")
+        os.replace(partial, out_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out_path

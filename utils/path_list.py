@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import SettingsError
+
+log = logging.getLogger(__name__)
 
 
 class PathListError(SettingsError):
@@ -20,8 +23,8 @@ def collect_video_paths(
     """Paths from both sources, in order, duplicates (same file) dropped.
 
     ``video_paths`` is one path or a list; ``file_with_video_paths`` names a
-    text file with one path per line (blank lines ignored, surrounding spaces
-    stripped). Relative paths stay relative to the current directory.
+    text file read by :func:`read_path_list`. Relative paths stay relative to the
+    current directory.
     """
     paths: list[str] = []
     if video_paths is not None:
@@ -30,19 +33,60 @@ def collect_video_paths(
         else:
             paths.extend(os.fspath(p) for p in video_paths)
     if file_with_video_paths is not None:
-        list_file = Path(file_with_video_paths)
-        if not list_file.is_file():
-            raise PathListError(
-                f"file_with_video_paths={os.fspath(file_with_video_paths)!r} is not a readable file; "
-                "give a text file with one video path per line"
-            )
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-        paths.extend(line.strip() for line in lines if line.strip())
+        paths.extend(read_path_list(file_with_video_paths))
     if video_paths is None and file_with_video_paths is None:
         raise PathListError("no input: set video_paths=<path or [list]> or file_with_video_paths=<text file>")
     if not paths:
         raise PathListError("the list of videos is empty: nothing to extract")
     return _drop_repeats(paths)
+
+
+BINARY_CONTROL_BYTES = set(range(0, 9)) | {11, 12} | set(range(14, 32))
+
+
+def read_path_list(list_path: str | os.PathLike) -> list[str]:
+    """The paths in a list file: one per line, in order.
+
+    Blank lines and lines starting with ``#`` are ignored, spaces around a path are
+    stripped; a UTF-8 byte-order mark and Windows line ends (CRLF) are fine. A line
+    that is not UTF-8 is kept as the bytes it holds (Linux file names are bytes:
+    ``os.fsdecode``), so such names still work. A file that is not text at all
+    (mostly control bytes, e.g. a video given by mistake) is refused, naming the line.
+    A line holding a NUL byte fails as that one video (no file can have that name).
+    """
+    key = "file_with_video_paths"
+    try:
+        data = Path(list_path).read_bytes() if Path(list_path).is_file() else None
+    except OSError as exc:
+        raise PathListError(f"{key}={os.fspath(list_path)!r} cannot be read ({exc.strerror}); "
+                            "give a text file with one video path per line") from None
+    if data is None:
+        raise PathListError(
+            f"{key}={os.fspath(list_path)!r} is not a readable file; give a text file with one video path per line"
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise PathListError(f"{key}={os.fspath(list_path)!r} is UTF-16 text; save it as UTF-8 (one path per line)")
+    control = sum(b in BINARY_CONTROL_BYTES for b in data[:4096])
+    if control > max(8, len(data[:4096]) // 20):
+        first = next(i for i, line in enumerate(data.splitlines(), 1) if BINARY_CONTROL_BYTES.intersection(line))
+        raise PathListError(
+            f"{key}={os.fspath(list_path)!r} is not a text file (line {first} holds binary bytes); "
+            "give a text file with one video path per line"
+        )
+    paths = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.rstrip(b"\r").strip(b" \t")
+        if not raw or raw.startswith(b"#"):
+            continue
+        try:
+            paths.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            path = os.fsdecode(raw)
+            log.warning("%s line %d is not UTF-8: taken as the raw bytes of a file name", os.fspath(list_path), number)
+            paths.append(path)
+    return paths
 
 
 def _drop_repeats(paths: Iterable[str]) -> list[str]:

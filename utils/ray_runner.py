@@ -45,7 +45,8 @@ from .errors import SettingsError
 from .console import plural
 from .metadata import METADATA_KEYS
 from .prefetch import default_decode_workers
-from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, report_path_in, skip_if_done, store_result
+from .provenance import ProvenanceSink
+from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
 from .settings import setting
 from .sinks import make_sink, output_dir
 
@@ -214,6 +215,8 @@ class ExtractionWorker:
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
                                   self.extractor.feature_shape, sys.stdout,
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
+            if hasattr(self.sink, "path_for"):  # saved outputs carry their provenance (utils/provenance.py)
+                self.sink = ProvenanceSink(self.sink, self.extractor.provenance())
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
             return
@@ -272,7 +275,7 @@ class ExtractionWorker:
         for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
             if index == 0:  # seconds count from here, not from the idle wait for work
                 self._t_last = time.perf_counter()
-            skipped = skip_if_done(self.sink, path)
+            skipped = precheck(self.sink, path)
             if skipped is not None:
                 self._outbox.put(skipped)
             else:

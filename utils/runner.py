@@ -26,6 +26,8 @@ from .atomic import remove_temp_files
 from .claims import ClaimBook, ClaimOwner
 from .errors import UserError
 from .console import plural
+from .errors import UserError, VideoError
+from .safe_fs import display_path, input_problem, open_append_nofollow, output_name_problem
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,8 @@ class RunSummary:
             f"Summary: {self.count('done')} done, {self.count('skipped')} skipped, "
             f"{self.count('failed')} failed, of {plural(len(self.outcomes), 'video')}"
         ]
-        lines += [f"  FAILED {o.path}: {o.reason}" for o in self.failed]
-        lines += [f"  warning {o.path}: {w}" for o in self.outcomes for w in o.warnings]
+        lines += [f"  FAILED {display_path(o.path)}: {o.reason}" for o in self.failed]
+        lines += [f"  warning {display_path(o.path)}: {w}" for o in self.outcomes for w in o.warnings]
         return "\n".join(lines)
 
 
@@ -94,24 +96,28 @@ class RunReport:
 
     Each line is one ``write`` to a file opened with ``O_APPEND``, so workers
     sharing the file do not mix their lines (on local disks; NFS does not
-    promise it). A report that cannot be written (full disk) gives one warning
-    and the run goes on: the console summary still lists everything.
+    promise it). A report that cannot be written (full disk, or a symlink planted
+    in its place, which is never followed) gives one warning and the run goes on:
+    the console summary still lists everything. ``extra``: fields added to every
+    line (e.g. ``"weights": "random"``).
     """
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
+    def __init__(self, path: str | os.PathLike | None, extra: dict | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.host = socket.gethostname()
+        self.extra = dict(extra or {})
         self._warned = False
 
     def add(self, outcome: VideoOutcome) -> None:
         if self.path is None:
             return
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": self.host, "pid": os.getpid(),
-                  **asdict(outcome)}
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+                  **asdict(outcome), **self.extra}
+        # Names that are not UTF-8 (Linux paths are bytes) are written as \udcXX escapes.
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_append_nofollow(self.path)
             try:
                 os.write(fd, line)
             finally:
@@ -128,9 +134,10 @@ class OutcomeLog:
     :class:`RunReport`, a ``FAILED`` line on the console and the progress bar (videos,
     with the frames per second of the videos done so far)."""
 
-    def __init__(self, total: int, report_path: str | os.PathLike | None, progress: bool) -> None:
+    def __init__(self, total: int, report_path: str | os.PathLike | None, progress: bool,
+                 report_extra: dict | None = None) -> None:
         self.summary = RunSummary()
-        self.report = RunReport(report_path)
+        self.report = RunReport(report_path, report_extra)
         self.bar = tqdm(total=total, unit="video", disable=not progress or not total, dynamic_ncols=True)
         self.frames_done = 0
         self.t_start = time.perf_counter()
@@ -142,7 +149,7 @@ class OutcomeLog:
     def add(self, outcome: VideoOutcome, counted: bool = True, **postfix: object) -> None:
         """Record ``outcome``; ``counted``: it advances the progress bar (``postfix``: extra bar fields)."""
         if outcome.status == "failed":
-            tqdm.write(f"FAILED {outcome.path}: {outcome.reason}")
+            tqdm.write(f"FAILED {display_path(outcome.path)}: {outcome.reason}")
         self.summary.outcomes.append(outcome)
         self.report.add(outcome)
         if outcome.status == "done":
@@ -162,6 +169,37 @@ def skip_if_done(sink: Sink, path: str) -> VideoOutcome | None:
         return None
     log.info("skipping %s: its output already exists and loads", path)
     return VideoOutcome(path=path, status="skipped", reason="output exists")
+
+
+def precheck(sink: Sink, path: str) -> VideoOutcome | None:
+    """A "failed" or "skipped" outcome for ``path`` decided before any work, else None.
+
+    Never raises: a name no file can have, a FIFO/device/socket (refused before it is
+    opened), an output name over the file-system limit, or any error while looking at the
+    existing output becomes this video's failure, and the other videos go on.
+    """
+    try:
+        problem = input_problem(path)
+        path_for = getattr(sink, "path_for", None)
+        if problem is None and path_for is not None:
+            problem = output_name_problem(path_for(path))
+        if problem is not None:
+            return VideoOutcome(path=path, status="failed", reason=problem)
+        return skip_if_done(sink, path)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        return VideoOutcome(path=path, status="failed", reason=f"cannot check its output: {one_line_reason(exc)}")
+
+
+def check_finite(features: np.ndarray) -> None:
+    """Refuse features holding NaN or Inf: they are never saved (a broken model or an fp16 overflow)."""
+    bad = features.size - int(np.isfinite(features).sum())
+    if bad:
+        raise VideoError(
+            f"{bad} of the {features.size} feature values are NaN or Inf (broken weights, or an fp16 overflow: "
+            "try precision=fp32); nothing was saved"
+        )
 
 
 def store_result(
@@ -187,10 +225,11 @@ def store_result(
     outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
     outcome.warnings = list(getattr(result, "warnings", []))
     try:
+        check_finite(np.asarray(first))
         if on_result is not None:
             on_result(result)
         sink.write(path, features)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, BrokenPipeError):  # a closed stdout ends the run (utils/cli.py)
         raise
     except Exception as exc:  # unwritable folder, full disk, ...
         outcome.status, outcome.reason = "failed", f"cannot save output: {one_line_reason(exc)}"
@@ -230,21 +269,31 @@ class _Run:
                 continue
             try:
                 holder = self.claims.try_claim(path)
-            except OSError as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
                 self.record(VideoOutcome(path, "failed", f"cannot create its claim file: {one_line_reason(exc)}"))
                 continue
             if holder is not None:
                 self.deferred.append(path)
                 self.holders[path] = holder
                 continue
-            failed_by = self.claims.failed_elsewhere(path)
-            if self.sink.is_done(path) or failed_by is not None:
+            try:
+                failed_by = self.claims.failed_elsewhere(path)
+                done = self.sink.is_done(path)
+                remove_temp_files(self.claims.output_for(path))  # a killed writer's leftovers
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                self.claims.release(path)
+                self.record(VideoOutcome(path, "failed", f"cannot check its output: {one_line_reason(exc)}"))
+                continue
+            if done or failed_by is not None:
                 self.claims.release(path)
                 reason = ("extracted by another worker" if failed_by is None
                           else f"failed in another worker ({failed_by.describe()}): {failed_by.reason}")
                 self.record(VideoOutcome(path, "skipped", reason))
                 continue
-            remove_temp_files(self.claims.output_for(path))  # a killed writer's leftovers
             yield path
 
     def extract(self, paths: Sequence[str]) -> None:
@@ -287,6 +336,7 @@ def run_extraction(
     progress: bool = True,
     with_metadata: bool = False,
     claims: ClaimBook | None = None,
+    report_extra: dict | None = None,
 ) -> RunSummary:
     """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video.
 
@@ -296,21 +346,31 @@ def run_extraction(
     claimed by another worker is skipped, and looked at again once this
     worker's own share is done (until it is done, failed, or its claim went
     stale and this worker takes it over).
+
+    ``report_extra``: fields added to every line of the run report. Interrupted
+    (KeyboardInterrupt, e.g. by :mod:`utils.signals`), it releases its claims and
+    re-raises with the outcomes so far as ``exc.partial_summary``.
     """
-    todo, skipped = [], []
+    todo, early = [], []
     for path in video_paths:
-        outcome = skip_if_done(sink, path)
+        outcome = precheck(sink, path)
         if outcome is not None:
-            skipped.append(outcome)
+            early.append(outcome)
         else:
             todo.append(path)
-    outcome_log = OutcomeLog(len(todo), report_path, progress)
+    failed_early = [o for o in early if o.status == "failed"]
+    outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
     run = _Run(extractor, sink, outcome_log, claims, on_result, debug, with_metadata)
-    for outcome in skipped:
-        run.record(outcome, counted=False)
+    for outcome in early:
+        if claims is not None and outcome.status == "skipped":
+            claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
+        run.record(outcome, counted=outcome.status == "failed")
     try:
         run.extract(todo)
         run.wait_for_others()
+    except KeyboardInterrupt as exc:
+        exc.partial_summary = outcome_log.summary
+        raise
     finally:
         outcome_log.close()
         if claims is not None:

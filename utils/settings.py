@@ -73,6 +73,8 @@ class RunSettings:
         False, "also write <stem>_fps, <stem>_window_frames, <stem>_window_times_s with the same sink")
     lock_stale_s: float = setting(
         300.0, "workers sharing output_path take over a claim not refreshed for this many seconds")
+    overwrite: bool = setting(
+        False, "redo videos whose saved output was made with other settings (default: stop and say which)")
     runner: str = setting(
         "local", 'local (one process) | ray (actors on a Ray cluster; pip install ".[ray]"; save_* only)')
 

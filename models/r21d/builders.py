@@ -25,7 +25,7 @@ from torchvision.models.video.resnet import (
 
 from utils.errors import SettingsError
 
-from .weights import load_state_dict, resolve_checkpoint
+from .weights import load_state_dict, resolve_checkpoint, sha256_of
 from .zoo import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fuse(model.eval())
 
 
+def check_finite_weights(state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a checkpoint holding NaN or Inf: every feature it gives would be garbage."""
+    for key, tensor in state_dict.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise SettingsError(
+                f"weights file {source} holds {bad} NaN/Inf values in {key!r}: the file is corrupt or not "
+                "trained weights; download it again, or give another checkpoint_path"
+            )
+
+
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the file and the mismatch."""
+    """``load_state_dict(strict=True)`` with an error that names the file and the mismatch;
+    non-finite values are refused."""
+    check_finite_weights(state_dict, source)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
@@ -115,12 +128,14 @@ class ReadyModel:
 
     ``network``: clips ``B x 3 x T x 112 x 112`` -> features ``B x feature_dim`` (eval mode,
     BatchNorm folded, ``fc`` replaced by identity); ``classifier``: the ``fc`` kept aside,
-    features -> logits ``B x num_classes``; ``weights_source``: the file loaded, or "random".
+    features -> logits ``B x num_classes``; ``weights_source``: the file loaded, or "random";
+    ``weights_id``: what the weights are, for provenance: ``sha256:<hex>`` of the file, or "random".
     """
 
     network: nn.Module
     classifier: nn.Linear
     weights_source: str
+    weights_id: str
 
 
 def build_model(
@@ -148,14 +163,15 @@ def build_model(
             "random_weights=true: %s has RANDOM weights; these features are meaningless "
             "(for tests and benchmarks only)", record.name
         )
-        source = "random"
+        source = weights_id = "random"
     else:
         path = resolve_checkpoint(record, checkpoint_path)
         load_weights(network, load_state_dict(path), source=str(path))
-        source = str(path)
+        source, weights_id = str(path), f"sha256:{sha256_of(path)}"
     classifier: nn.Linear = network.fc
     network.fc = nn.Identity()
     network = fold_batchnorm(network).to(device)
     if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
-    return ReadyModel(network=network, classifier=classifier.eval().to(device), weights_source=source)
+    return ReadyModel(network=network, classifier=classifier.eval().to(device), weights_source=source,
+                      weights_id=weights_id)

@@ -60,6 +60,9 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.flo
 CHUNK_FRAMES = 32
 MAX_QUEUED_CHUNKS = 2
 
+# Device types the pipeline is written and tested for (pinned memory, autocast, cuDNN).
+USABLE_DEVICE_TYPES = ("cpu", "cuda")
+
 # The name the Python API has always used for a bad setting.
 ConfigError = SettingsError
 
@@ -128,6 +131,11 @@ def resolve_device(device: str) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"device={device!r} is not a PyTorch device string; use e.g. cuda:0, cuda, or cpu") from None
+    if dev.type not in USABLE_DEVICE_TYPES:
+        raise ConfigError(
+            f"device={device!r} cannot be used by this build ({dev.type} is not supported here); "
+            "allowed: cpu, cuda, cuda:N"
+        )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             log.warning("device=%s asked for but CUDA is not available: running on cpu", device)
@@ -197,9 +205,29 @@ class R21DExtractor:
         model = build_model(self.record, settings.checkpoint_path, settings.random_weights,
                             self.device, self.channels_last)
         self.network, self.classifier, self.weights_source = model.network, model.classifier, model.weights_source
+        self.weights_id = model.weights_id
         self.labels = self.record.labels()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays off at once
+
+    def provenance(self) -> dict[str, Any]:
+        """What the numbers depend on, recorded next to every saved output (:mod:`utils.provenance`).
+
+        One entry per setting that changes the features; a new one is one more key here. ``batch_size``, ``device`` and the worker counts change only
+        float rounding, so they are not entries.
+        """
+        return {
+            "feature_type": self.feature_type,
+            "model_name": self.model_name,
+            "weights": self.weights_id,
+            "stack_size": self.stack_size,
+            "step_size": self.step_size,
+            "extraction_fps": self.settings.extraction_fps,
+            "precision": self.settings.precision,
+            "apply_rotation": self.settings.apply_rotation,
+            "crops": self.settings.crops,
+            "decoder": self.settings.decoder,
+        }
 
     @torch.inference_mode()
     def forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

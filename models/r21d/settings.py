@@ -6,6 +6,7 @@ default and its help text are written here and nowhere else.
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,6 +20,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # 8192 x 8192 covers 8K (7680x4320, 8192x4320); a corrupt header claiming 60000 x 60000
 # would otherwise ask for gigabytes per frame.
 DEFAULT_MAX_FRAME_PIXELS = 8192 * 8192
+# Devices this build runs on (mps, xpu, meta, ... are PyTorch devices, but the pipeline is
+# written and tested for these two: pinned memory, autocast, cuDNN).
+DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:[0-9]+)?")
 
 
 def _key(default, help: str):  # noqa: A002, ANN001, ANN202 (a dataclass field with its help text)
@@ -54,6 +58,9 @@ class R21DSettings:
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
             raise SettingsError(f"decoder={self.decoder!r} is unknown; allowed: {', '.join(DECODERS)}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise SettingsError(
+                f"device={self.device!r} cannot be used by this build; allowed: cpu, cuda, cuda:N (N = GPU index)")
         if self.model_name not in MODEL_ZOO:
             raise SettingsError(f"model_name={self.model_name!r} is unknown; allowed: {', '.join(MODEL_ZOO)}")
         for key in ("stack_size", "step_size", "batch_size"):

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 
 import cv2
 
+from ..safe_fs import utf8_openable
 from .base import Planes, VideoDecodeError, VideoInfo, check_frame_size, check_readable_file, has_frame_index
 
 
@@ -42,7 +43,8 @@ class OpenCVReader:
     ) -> None:
         check_readable_file(path)
         self.path = str(path)
-        self._cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        with utf8_openable(self.path) as openable:  # a Linux name of raw bytes would crash OpenCV
+            self._cap = cv2.VideoCapture(openable, cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoDecodeError(
