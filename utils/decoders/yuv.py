@@ -155,9 +155,10 @@ def _swscale_taps(yuv: np.ndarray, form: YuvForm) -> np.ndarray:
     n, h, w, _ = yuv.shape
     frame = av.VideoFrame(2 * w, n * h, _TAP_PIX_FMT)
     luma, cb, cr = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes)
-    luma.reshape(n, h, w, 2)[...] = yuv[..., :1]
-    cb.reshape(n, h, w)[...] = yuv[..., 1]
-    cr.reshape(n, h, w)[...] = yuv[..., 2]
+    # Each luma tap twice: as uint16 pairs, Y * 257 = (Y << 8) | Y (a 2-wide inner copy is 5x slower).
+    np.multiply(yuv[..., 0], np.uint16(257), out=luma.view(np.uint16).reshape(n, h, w), casting="unsafe")
+    np.copyto(cb.reshape(n, h, w), yuv[..., 1])
+    np.copyto(cr.reshape(n, h, w), yuv[..., 2])
     frame.colorspace = form.colorspace
     frame.color_range = AVCOL_RANGE_JPEG if form.full_range else AVCOL_RANGE_MPEG
     return frame.to_ndarray(format="rgb24").reshape(n, h, w, 2, 3)[:, :, :, 0]
