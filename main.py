@@ -11,10 +11,10 @@ from typing import Any, Mapping, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import override_error, register_configs
-from models import get_extractor_class
-from utils.cli import run_cli
-from utils.console import configure_logging
+from r21d_features.configs.schema import override_error, register_configs
+from r21d_features.models import get_extractor_class
+from r21d_features.utils.cli import run_cli
+from r21d_features.utils.console import configure_logging
 
 register_configs()
 

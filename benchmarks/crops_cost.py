@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from models.r21d import R21DExtractor
+from r21d_features.models.r21d import R21DExtractor
 
 
 def main() -> None:

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.r21d.preprocess import blend_taps, crop_taps, gather_planes
-from models.r21d.zoo import get_record
-from utils.decoders import DECODERS, open_video
-from utils.decoders.yuv import _lookup_numpy, rgb_tables, yuv_taps_to_rgb
+from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
+from r21d_features.models.r21d.zoo import get_record
+from r21d_features.utils.decoders import DECODERS, open_video
+from r21d_features.utils.decoders.yuv import _lookup_numpy, rgb_tables, yuv_taps_to_rgb
 
 CHUNK_FRAMES = 32
 VARIANTS = {"pyav-lut": "pyav"}  # benchmark-only paths -> the backend they decode with
@@ -131,7 +131,7 @@ def peak_rss_gb(path: str) -> float:
 
 def repeated_video(path: str, times: int, out_dir: str) -> str:
     """``path`` stream-copied ``times`` over into one mp4 (same frames, ``times`` x longer)."""
-    from utils.ffmpeg import find_ffmpeg
+    from r21d_features.utils.ffmpeg import find_ffmpeg
 
     listing = Path(out_dir) / "list.txt"
     listing.write_text("".join(f"file '{os.path.abspath(path)}'\n" for _ in range(times)))
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: dict[tuple[str, int, str], list[tuple[float, float]]] = defaultdict(list)
     if args.end_to_end:
-        from models.r21d.extractor import R21DExtractor
+        from r21d_features.models.r21d.extractor import R21DExtractor
 
         extractors = {d: R21DExtractor(MODEL, device="cpu", random_weights=True, decoder=d) for d in args.decoders}
         for paths in groups.values():  # warm up

@@ -39,11 +39,11 @@ import torch
 from benchmarks.make_dataset import make_dataset
 from benchmarks.naive_reference import naive_peak_bytes
 from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
-from models.r21d.extractor import PRECISIONS
-from utils.prefetch import default_decode_workers
-from models.r21d.zoo import MODEL_ZOO
-from utils.decoders import open_video
-from utils.console import plural
+from r21d_features.models.r21d.extractor import PRECISIONS
+from r21d_features.utils.prefetch import default_decode_workers
+from r21d_features.models.r21d.zoo import MODEL_ZOO
+from r21d_features.utils.decoders import open_video
+from r21d_features.utils.console import plural
 
 log = logging.getLogger(__name__)
 GB = 1024**3

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from benchmarks.naive_reference import naive_features
-from models.r21d.builders import build_network
-from models.r21d.extractor import R21DExtractor
-from models.r21d.preprocess import blend_taps, crop_taps, gather_planes
-from models.r21d.zoo import get_record
-from utils.runner import run_extraction
-from utils.decoders import open_video
-from utils.decoders.yuv import yuv_taps_to_rgb
+from r21d_features.models.r21d.builders import build_network
+from r21d_features.models.r21d.extractor import R21DExtractor
+from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
+from r21d_features.models.r21d.zoo import get_record
+from r21d_features.utils.runner import run_extraction
+from r21d_features.utils.decoders import open_video
+from r21d_features.utils.decoders.yuv import yuv_taps_to_rgb
 
 WEIGHTS_SEED = 0
 

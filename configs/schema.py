@@ -21,9 +21,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from models.r21d.settings import R21DSettings
-from utils.ray_runner import RaySettings
-from utils.settings import RunSettings, help_of, setting, setting_fields
+from r21d_features.models.r21d.settings import R21DSettings
+from r21d_features.utils.ray_runner import RaySettings
+from r21d_features.utils.settings import RunSettings, help_of, setting, setting_fields
 
 
 @dataclasses.dataclass(frozen=True)

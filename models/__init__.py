@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-from utils.errors import SettingsError
+from r21d_features.utils.errors import SettingsError
 
 # feature_type -> "module:class"; imported lazily so one type's dependencies never load another's.
 EXTRACTORS = {
-    "r21d": "models.r21d.extractor:R21DExtractor",
+    "r21d": "r21d_features.models.r21d.extractor:R21DExtractor",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from main import run as run_cli
+from r21d_features.main import run as run_cli
 
 MODEL = "r2plus1d_18_16_kinetics"
 

@@ -6,8 +6,8 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-from models.r21d.builders import build_network, load_weights
-from models.r21d.zoo import MODEL_ZOO, get_record
+from r21d_features.models.r21d.builders import build_network, load_weights
+from r21d_features.models.r21d.zoo import MODEL_ZOO, get_record
 
 
 def upstream_ig65m_r2plus1d_34_state_dict() -> dict:

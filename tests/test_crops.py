@@ -8,13 +8,13 @@ import torch
 import torchvision.transforms.functional as TF
 
 from benchmarks.naive_reference import CROP_HW, MEAN, STD, RESIZE_HW, decode_all_rgb
-from models.r21d import R21DExtractor, R21DSettings
-from models.r21d import extractor as extractor_module
-from models.r21d.crops import crop_boxes, crop_region, cut_crops
-from models.r21d.zoo import get_record
+from r21d_features.models.r21d import R21DExtractor, R21DSettings
+from r21d_features.models.r21d import extractor as extractor_module
+from r21d_features.models.r21d.crops import crop_boxes, crop_region, cut_crops
+from r21d_features.models.r21d.zoo import get_record
 from tests.helpers import rel_err
 from tests.reference_oracle import load_network
-from utils.errors import SettingsError
+from r21d_features.utils.errors import SettingsError
 
 R18 = "r2plus1d_18_16_kinetics"
 SPEC = get_record(R18).preprocessing

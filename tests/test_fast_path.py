@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from benchmarks.naive_reference import naive_features, preprocess_clip
-from models.r21d import R21DExtractor
-from models.r21d.builders import build_network
-from models.r21d.preprocess import preprocess_frames
-from models.r21d.zoo import get_record
+from r21d_features.models.r21d import R21DExtractor
+from r21d_features.models.r21d.builders import build_network
+from r21d_features.models.r21d.preprocess import preprocess_frames
+from r21d_features.models.r21d.zoo import get_record
 from tests.helpers import rel_err
 
 R18 = "r2plus1d_18_16_kinetics"

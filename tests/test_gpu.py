@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.r21d import R21DExtractor
+from r21d_features.models.r21d import R21DExtractor
 from tests.helpers import rel_err
 
 pytestmark = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.r21d import R21DExtractor
+from r21d_features.models.r21d import R21DExtractor
 from tests import reference_oracle as oracle
 from tests.conftest import SAMPLES
 

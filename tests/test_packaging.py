@@ -88,6 +88,47 @@ def test_console_command_extracts_features_from_outside_the_checkout(installed, 
     features = np.load(folder / "clip_r21d.npy")
     assert features.shape == (2, 512) and features.dtype == np.float32
     # it ran the installed copy, not the checkout's files
-    where = subprocess.run([str(installed / "python"), "-c", "import main, utils; print(main.__file__, utils.__file__)"],
+    where = subprocess.run([str(installed / "python"), "-c",
+                            "import r21d_features.main as m, r21d_features.utils as u; print(m.__file__, u.__file__)"],
                            cwd=cwd, capture_output=True, text=True, env=_clean_env(), check=True).stdout
     assert str(installed.parent) in where and str(ROOT) not in where
+
+
+def _site_packages(installed: Path) -> Path:
+    return Path(subprocess.run([str(installed / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+
+
+def test_install_puts_one_import_name_at_the_top_of_site_packages(installed):
+    site_dir = _site_packages(installed)
+    [dist_info] = site_dir.glob("r21d_features-*.dist-info")
+    records = [line.split(",")[0] for line in (dist_info / "RECORD").read_text().splitlines()]
+    top = {r.split("/")[0] for r in records if not r.startswith(("..", dist_info.name)) and "/" in r}
+    assert top == {"r21d_features"}
+    assert not [r for r in records if "/" not in r]  # no top-level module either (no main.py)
+    assert (site_dir / "r21d_features" / "configs" / "feature_type" / "r21d.yaml").is_file()
+
+
+def test_api_and_command_work_beside_a_users_own_utils_and_models(installed, tmp_path):
+    """Research repositories have their own utils.py and models/: ours must not clash with them."""
+    cwd = _outside_checkout(tmp_path)
+    (cwd / "utils.py").write_text("raise ImportError('the user utils.py was imported')\n")
+    (cwd / "models").mkdir()
+    (cwd / "models" / "__init__.py").write_text("raise ImportError('the user models/ was imported')\n")
+    video = write_test_video(cwd / "clip.mp4", num_frames=16)
+    code = (
+        "from r21d_features.models.r21d import R21DExtractor\n"
+        "ex = R21DExtractor(device='cpu', random_weights=True, stack_size=8, step_size=8)\n"
+        "print(ex.extract('clip.mp4')['r21d'].shape)\n"
+    )
+    api = subprocess.run([str(installed / "python"), "-c", code], cwd=cwd, capture_output=True, text=True,
+                         env=_clean_env(), timeout=300)
+    assert api.returncode == 0, api.stderr
+    assert api.stdout.strip().splitlines()[-1] == "(2, 512)"
+    command = subprocess.run(
+        [str(installed / "r21d-extract"), "feature_type=r21d", "video_paths=[clip.mp4]", "device=cpu",
+         "random_weights=true", "stack_size=8", "step_size=8", "progress=false"],
+        cwd=cwd, capture_output=True, text=True, env=_clean_env(), timeout=300,
+    )
+    assert command.returncode == 0, command.stderr
+    assert "max: " in command.stdout

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, run_main, synthetic_frames, write_video
-from main import run as run_cli
-from models.r21d import R21DExtractor, R21DSettings
-from utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
-from utils.runner import VideoOutcome
-from utils.sinks import load_feature_file
+from r21d_features.main import run as run_cli
+from r21d_features.models.r21d import R21DExtractor, R21DSettings
+from r21d_features.utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
+from r21d_features.utils.runner import VideoOutcome
+from r21d_features.utils.sinks import load_feature_file
 
 MODEL = "r2plus1d_18_16_kinetics"
 GOOD_FRAMES = (16, 20, 24, 17, 18, 22, 16, 19, 21)  # nine small videos of different lengths and sizes
@@ -117,7 +117,7 @@ def test_ray_keys_compose_with_types_and_local_defaults() -> None:
     from hydra import compose, initialize_config_dir  # noqa: PLC0415 (config tests only)
     from hydra.errors import ConfigCompositionException  # noqa: PLC0415
 
-    from configs.schema import register_configs  # noqa: PLC0415
+    from r21d_features.configs.schema import register_configs  # noqa: PLC0415
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
@@ -289,10 +289,16 @@ def test_ray_run_equals_local_run_and_rerun_skips(dataset: dict, reference: dict
 @pytest.mark.ray
 def test_ray_worker_setup_error_is_one_line_before_any_video(dataset: dict, ray_cluster: str, tmp_path: Path) -> None:
     stderr = io.StringIO()
+    missing = str(tmp_path / "missing.pth")
+    settings = _settings(dataset, tmp_path / "out", runner="ray", ray_num_workers=1, checkpoint_path=missing)
+    assert run_cli(settings, stdout=io.StringIO(), stderr=stderr) == 2
+    assert f"error: a Ray worker could not build the extractor: checkpoint_path={missing!r}" in stderr.getvalue()
+    assert not (tmp_path / "out").exists()
+    # a bad value is refused by the settings themselves, on the driver, before Ray starts
+    stderr = io.StringIO()
     settings = _settings(dataset, tmp_path / "out", runner="ray", ray_num_workers=1, stack_size=0)
     assert run_cli(settings, stdout=io.StringIO(), stderr=stderr) == 2
-    assert "error: a Ray worker could not build the extractor: stack_size=0 is invalid" in stderr.getvalue()
-    assert not (tmp_path / "out").exists()
+    assert stderr.getvalue() == "error: stack_size=0 is invalid: it must be an integer >= 1 (or null for the default)\n"
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001

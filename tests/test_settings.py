@@ -10,11 +10,11 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from configs.schema import ALL_KEYS, PARTS, R21DConfig, help_footer, register_configs
-from models.r21d import R21DExtractor, R21DSettings
-from utils.errors import SettingsError, UserError
-from utils.ray_runner import RaySettings
-from utils.settings import RunSettings, help_of, split_settings
+from r21d_features.configs.schema import ALL_KEYS, PARTS, R21DConfig, help_footer, register_configs
+from r21d_features.models.r21d import R21DExtractor, R21DSettings
+from r21d_features.utils.errors import SettingsError, UserError
+from r21d_features.utils.ray_runner import RaySettings
+from r21d_features.utils.settings import RunSettings, help_of, split_settings
 from tests.conftest import REPO_ROOT, run_main
 
 
@@ -87,10 +87,10 @@ def test_extractor_takes_settings_or_keywords(tmp_path: Path):
 
 
 def test_user_errors_share_one_base():
-    from models.r21d.weights import WeightsUnavailableError
-    from utils.ffmpeg import FFmpegError
-    from utils.path_list import PathListError
-    from utils.decoders import VideoDecodeError
+    from r21d_features.models.r21d.weights import WeightsUnavailableError
+    from r21d_features.utils.ffmpeg import FFmpegError
+    from r21d_features.utils.path_list import PathListError
+    from r21d_features.utils.decoders import VideoDecodeError
 
     for cls in (WeightsUnavailableError, FFmpegError, PathListError, VideoDecodeError, SettingsError):
         assert issubclass(cls, UserError)
@@ -110,8 +110,19 @@ def _imports(path: Path) -> set[str]:
 def test_utils_never_imports_models():
     """The ground floor (decode, windows, sinks, runners, CLI) knows no model: main.py wires them."""
     for path in sorted((REPO_ROOT / "utils").rglob("*.py")):
-        bad = {name for name in _imports(path) if name == "models" or name.startswith("models.")}
+        bad = {name for name in _imports(path)
+               if name.split(".")[0] == "models" or name.startswith("r21d_features.models")}
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+
+
+def test_code_imports_itself_by_the_one_package_name():
+    """Every import of our own code goes through r21d_features (what pip installs), never bare
+    `models`/`utils`/`configs`/`main`, which would load a second copy or a user's own module."""
+    roots = [REPO_ROOT / "main.py", *[p for d in ("utils", "models", "configs", "tests", "benchmarks", "scripts")
+                                      for p in (REPO_ROOT / d).rglob("*.py")]]
+    for path in roots:
+        bare = {n for n in _imports(path) if n.split(".")[0] in ("models", "utils", "configs", "main")}
+        assert not bare, f"{path.relative_to(REPO_ROOT)} imports {sorted(bare)}"
 
 
 def test_core_code_never_imports_hydra():

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.r21d import R21DExtractor
-from models.r21d.builders import build_network
-from models.r21d.weights import WeightsUnavailableError, resolve_checkpoint
-from models.r21d.zoo import get_record
+from r21d_features.models.r21d import R21DExtractor
+from r21d_features.models.r21d.builders import build_network
+from r21d_features.models.r21d.weights import WeightsUnavailableError, resolve_checkpoint
+from r21d_features.models.r21d.zoo import get_record
 from tests.conftest import SAMPLES, run_main
 
 

@@ -33,15 +33,15 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from utils.console import plural
-from utils.errors import SettingsError, VideoError
-from utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
-from utils.metadata import window_metadata
-from utils.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
-from utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
-from utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
-from utils.window_stream import WindowStream
-from utils.windows import is_frame_used, window_bounds
+from r21d_features.utils.console import plural
+from r21d_features.utils.errors import SettingsError, VideoError
+from r21d_features.utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
+from r21d_features.utils.metadata import window_metadata
+from r21d_features.utils.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
+from r21d_features.utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
+from r21d_features.utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
+from r21d_features.utils.window_stream import WindowStream
+from r21d_features.utils.windows import is_frame_used, window_bounds
 
 from .builders import build_model
 from .crops import crop_boxes, crop_region, cut_crops

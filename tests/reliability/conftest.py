@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.r21d import R21DExtractor
+from r21d_features.models.r21d import R21DExtractor
 from tests.reliability.reliability_helpers import MODEL, STACK, STEP, make_clip, torch_threads
 
 
