@@ -82,11 +82,15 @@ class VideoReader:
     """
 
     def __init__(
-        self, path: str | os.PathLike, apply_rotation: bool = False, max_frame_pixels: int | None = None
+        self, path: str | os.PathLike, apply_rotation: bool = False, max_frame_pixels: int | None = None,
+        threads: int | None = None,
     ) -> None:
         check_readable_file(path)
         self.path = str(path)
-        self._cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
+        # threads: FFmpeg's decoding threads for this capture (default: one per core, whatever
+        # else decodes at the same time).
+        params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, int(threads)]
+        self._cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, params)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoDecodeError(
@@ -119,8 +123,10 @@ class VideoReader:
             )
 
     def frames(
-        self, keep: Callable[[int], bool] | None = None
+        self, keep: Callable[[int], bool] | None = None, rgb: bool = True
     ) -> Iterator[tuple[int, np.ndarray | None]]:
+        """``(index, frame)``; ``rgb=False`` hands out OpenCV's BGR frames unconverted (the caller
+        reorders the few pixels it keeps)."""
         index = 0
         try:
             while True:
@@ -138,6 +144,8 @@ class VideoReader:
                         self._check_frame_size(frame_bgr.shape[1], frame_bgr.shape[0])
                     if frame_bgr.ndim == 2:  # some backends hand back gray frames as HxW
                         yield index, cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+                    elif not rgb:
+                        yield index, frame_bgr
                     else:
                         yield index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
                 index += 1

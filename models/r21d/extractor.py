@@ -24,11 +24,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from utils.batcher import BufferPool
 from utils.errors import SettingsError, VideoError
 from utils.ffmpeg import find_ffmpeg, reencode_fps, reencoded_path
 from utils.metadata import window_metadata
@@ -37,8 +38,10 @@ from utils.video_decode import VideoDecodeError, VideoInfo, VideoReader, check_f
 from utils.window_stream import WindowStream
 from utils.windows import is_frame_used, window_bounds
 
+from . import device_errors
+from .batching import run_batched
 from .builders import build_model
-from .preprocess import CropTaps, blend_taps, crop_taps, gather_taps
+from .preprocess import CropTaps, blend_taps, crop_taps, gather_taps_into, tap_columns
 from .settings import PRECISIONS as PRECISION_NAMES
 from .settings import R21DSettings
 from .zoo import ModelRecord, get_record
@@ -92,8 +95,9 @@ class VideoFeatures:
 @dataclass(frozen=True)
 class _Chunk:
     frame_indices: np.ndarray  # (n,) int64
-    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8, see models.r21d.preprocess.gather_taps
+    taps_nhwc: torch.Tensor  # n x 224 x 224 x 3 uint8 RGB, see models.r21d.preprocess.gather_taps
     crop_taps: CropTaps
+    buffer: torch.Tensor | None = None  # the pool buffer taps_nhwc lives in, given back once read
 
 
 @dataclass
@@ -168,7 +172,11 @@ class R21DExtractor:
         self.network, self.classifier, self.weights_source = model.network, model.classifier, model.weights_source
         self.labels = self.record.labels()
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays off at once
+            # Every batch has one shape (padded to batch_size, see batching.py): cuDNN tunes once,
+            # in the start-up probe, which also catches a GPU this torch has no kernels for.
+            torch.backends.cudnn.benchmark = True
+            clips = torch.zeros(settings.batch_size, 3, self.stack_size, *self.record.preprocessing.crop_hw)
+            device_errors.probe(lambda: self.forward_clips(clips), self.device)
 
     @torch.inference_mode()
     def forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -187,30 +195,34 @@ class R21DExtractor:
         return features, logits
 
     # ------------------------------------------------------------------ decode side (worker threads)
-    def _chunks(self, video_path: str) -> Iterator[_VideoStart | _Chunk]:
+    def _chunks(self, video_path: str, pool: BufferPool | None = None,
+                cancelled: Callable[[], bool] = lambda: False) -> Iterator[_VideoStart | _Chunk]:
         """First a :class:`_VideoStart`, then frame chunks, for one video.
 
-        Stops with :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow
-        file frees its decode thread for the next video.
+        Each frame's taps are gathered straight into a chunk buffer from ``pool`` (reused,
+        pinned on a GPU; without a pool a new one per chunk), in RGB order from the decoder's
+        BGR frame. Stops with :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow
+        file frees its decode thread for the next video, and quietly once ``cancelled()``.
         """
         deadline = self._deadline()
         decoded_path = video_path
         tmp_file: Path | None = None
+        buffer: torch.Tensor | None = None
         if self.settings.extraction_fps is not None:
             tmp_file = reencode_fps(video_path, reencoded_path(self.tmp_dir, video_path), self.settings.extraction_fps,
                                     timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
         try:
             reader = VideoReader(decoded_path, apply_rotation=self.settings.apply_rotation,
-                                 max_frame_pixels=self.settings.max_frame_pixels)
+                                 max_frame_pixels=self.settings.max_frame_pixels, threads=self._decoder_threads())
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
+            columns = np.zeros(0, np.int64)
             frame_shape: tuple[int, ...] = ()
             indices: list[int] = []
-            frames: list[np.ndarray] = []
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
-            for index, frame in reader.frames(keep=keep):
+            for index, frame in reader.frames(keep=keep, rgb=False):
                 start.frames_decoded[0] = index + 1
                 if deadline is not None and time.monotonic() > deadline:
                     raise self._timeout_error(index + 1)
@@ -219,27 +231,44 @@ class R21DExtractor:
                 if taps is None:
                     frame_shape = frame.shape
                     taps = crop_taps(frame.shape[0], frame.shape[1], self.record.preprocessing)
+                    columns = tap_columns(taps, bgr=True)
                 elif frame.shape != frame_shape:
                     raise ValueError(
                         f"frame size changes mid-stream ({frame_shape} then {frame.shape} at frame {index}); "
                         "re-encode the video to one size"
                     )
+                if buffer is None:
+                    buffer = self._chunk_buffer(pool, cancelled)
+                    if buffer is None:  # cancelled while waiting for a free buffer
+                        return
+                gather_taps_into(frame, taps, columns, buffer.numpy()[len(indices)])
                 indices.append(index)
-                frames.append(gather_taps(frame, taps))
-                if len(frames) == CHUNK_FRAMES:
-                    yield self._make_chunk(indices, frames, taps)
-                    indices, frames = [], []
-            if frames:
-                yield self._make_chunk(indices, frames, taps)
+                if len(indices) == CHUNK_FRAMES:
+                    chunk, buffer, indices = self._make_chunk(indices, buffer, taps, pool), None, []
+                    yield chunk
+            if indices:
+                chunk, buffer = self._make_chunk(indices, buffer, taps, pool), None
+                yield chunk
         finally:
+            if buffer is not None and pool is not None:
+                pool.release(buffer)
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
 
-    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps) -> _Chunk:
-        taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
-        if self.device.type == "cuda":
-            taps_nhwc = taps_nhwc.pin_memory()  # lets the copy to the GPU run asynchronously
-        return _Chunk(np.asarray(indices), taps_nhwc, taps)
+    def _chunk_buffer(self, pool: BufferPool | None, cancelled: Callable[[], bool]) -> torch.Tensor | None:
+        if pool is not None:
+            return pool.acquire(cancelled)
+        crop_h, crop_w = self.record.preprocessing.crop_hw
+        buffer = torch.empty((CHUNK_FRAMES, 2 * crop_h, 2 * crop_w, 3), dtype=torch.uint8)
+        return buffer.pin_memory() if self.device.type == "cuda" else buffer
+
+    def _decoder_threads(self) -> int:
+        """FFmpeg threads per open video: the cores shared by the decoders running at once."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.decode_workers))
+
+    @staticmethod
+    def _make_chunk(indices: list[int], buffer: torch.Tensor, taps: CropTaps, pool: BufferPool | None) -> _Chunk:
+        return _Chunk(np.asarray(indices), buffer[: len(indices)], taps, buffer if pool is not None else None)
 
     # ------------------------------------------------------------------ model side (caller thread)
     def _deadline(self) -> float | None:
@@ -301,7 +330,16 @@ class R21DExtractor:
                     pending = []
         if pending:
             run_batch(pending)
+        return self._result(
+            video_path, start, stream.next_window,
+            torch.cat(feats).cpu().numpy() if feats else None,
+            torch.cat(logits).cpu().numpy() if logits else None,
+        )
 
+    def _result(self, video_path: str, start: _VideoStart, num_windows: int, features: np.ndarray | None,
+                logits: np.ndarray | None) -> VideoFeatures:
+        """The :class:`VideoFeatures` of a decoded video from its ``num_windows`` rows (host arrays,
+        None when there was no window); raises for a video with no frame or a window miscount."""
         num_frames = start.frames_decoded[0]
         if num_frames == 0:
             raise VideoDecodeError("no decodable video frames (audio-only, truncated or corrupt file)")
@@ -310,7 +348,6 @@ class R21DExtractor:
         if shortfall:
             warnings.append(shortfall)
         bounds = window_bounds(num_frames, self.stack_size, self.step_size)
-        num_windows = stream.next_window
         if num_windows != len(bounds):
             raise RuntimeError(f"{num_windows} windows were cut from {num_frames} frames, expected {len(bounds)}")
         if num_windows == 0:
@@ -320,19 +357,17 @@ class R21DExtractor:
             )
         for warning in warnings:
             log.warning("%s: %s", video_path, warning)
-        features = (
-            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False)
-            if feats else np.zeros((0, self.record.feature_dim), dtype=np.float32)
-        )
+        if features is None:
+            features = np.zeros((0, self.record.feature_dim), dtype=np.float32)
+        if logits is None and self.settings.show_pred:
+            logits = np.zeros((0, self.record.num_classes), np.float32)
         return VideoFeatures(
             path=video_path,
-            features=features,
+            features=features.astype(np.float32, copy=False),
             window_bounds=bounds,
             fps=start.info.fps,
             num_frames=num_frames,
-            logits=torch.cat(logits).cpu().numpy() if logits else (
-                np.zeros((0, self.record.num_classes), np.float32) if self.settings.show_pred else None
-            ),
+            logits=logits,
             warnings=warnings,
         )
 
@@ -347,10 +382,18 @@ class R21DExtractor:
         return self.extract_video(video_path).as_dict()
 
     def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
-        """``(path, result or exception)`` for each path, in order, decoding ahead in parallel.
+        """``(path, result or exception)`` for each path, **in completion order**.
 
-        A failing video yields its exception and the others go on.
+        ``decode_workers`` videos decode at once, each on its own thread; batches take windows
+        from all of them (utils/batcher.py), padded to ``batch_size``, so features are the same
+        bit for bit whatever the interleaving. A failing video yields its exception and the
+        others go on; a fatal device error raises :class:`~utils.errors.DeviceFailure`.
         """
+        return run_batched(self, video_paths)
+
+    def extract_many_in_order(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
+        """The previous pipeline, kept for side-by-side benchmarks: videos consumed strictly in
+        order, each decoder at most ``MAX_QUEUED_CHUNKS`` ahead, batches within one video."""
         for path, producer in prefetch_in_order(
             video_paths, lambda p: self._chunks(p), self.decode_workers, MAX_QUEUED_CHUNKS
         ):

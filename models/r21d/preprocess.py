@@ -84,6 +84,22 @@ def gather_taps(frame_hwc: np.ndarray, taps: CropTaps) -> np.ndarray:
     return frame_hwc.take(taps.rows, axis=0).take(taps.cols, axis=1)
 
 
+def tap_columns(taps: CropTaps, bgr: bool = False) -> np.ndarray:
+    """Flat indices into a frame row of ``W x 3`` bytes that pick the tap columns' pixels in RGB
+    order: ``(2c * 3,)`` int64. With ``bgr`` the frame is BGR (OpenCV's order) and the channels
+    are reversed by the same gather, so no full-frame colour conversion is needed."""
+    channels = np.array([2, 1, 0] if bgr else [0, 1, 2], dtype=np.int64)
+    return (taps.cols[:, None] * 3 + channels).ravel()
+
+
+def gather_taps_into(frame_hwc: np.ndarray, taps: CropTaps, columns: np.ndarray, out_hwc: np.ndarray) -> None:
+    """Like :func:`gather_taps`, written into ``out_hwc`` (``2c x 2c x 3`` uint8, e.g. a row of a
+    reused pinned buffer); ``columns`` from :func:`tap_columns` (which also sets the channel order)."""
+    rows = frame_hwc.take(taps.rows, axis=0).reshape(len(taps.rows), -1)
+    # mode="clip" writes into `out` directly (mode="raise" would go through a temporary).
+    np.take(rows, columns, axis=1, out=out_hwc.reshape(len(taps.rows), -1), mode="clip")
+
+
 def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
     """Gathered taps ``N x 2c x 2c x 3`` uint8 -> normalised crops ``N x 3 x c x c`` float32.
 

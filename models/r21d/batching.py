@@ -1,0 +1,134 @@
+"""The extractor's side of :class:`utils.batcher.WindowBatcher`: decode, preprocess, forward, finish.
+
+- decode (decoder threads): ``R21DExtractor._chunks`` gathers each frame's crop taps straight
+  into a reused (pinned on a GPU) buffer of the pool, channel order handled in the gather;
+- prepare (model thread): copy to the device, blend + normalise there; the buffer goes back to
+  the pool once its copy has completed (a CUDA event; on a CPU at once);
+- forward: every batch is padded to ``batch_size`` windows, so the network sees one shape
+  (no cuDNN autotuning per new shape, and a window's features never depend on how many
+  windows share its batch: bit-identical whatever the interleaving of videos);
+- finish: the video's rows are copied to (pinned) host memory asynchronously; the result is
+  handed out once that copy is done (``ready``), so the model thread never waits on the device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from utils.batcher import BufferPool, VideoState, WindowBatcher
+
+from . import device_errors
+from .preprocess import blend_taps
+
+if TYPE_CHECKING:
+    from .extractor import R21DExtractor, VideoFeatures
+
+# Pool buffers per decoder thread: one being filled, one queued, one being read on the device.
+BUFFERS_PER_DECODER = 3
+
+
+class R21DBatchModel:
+    """Adapts an :class:`~models.r21d.extractor.R21DExtractor` to :class:`~utils.batcher.BatchModel`."""
+
+    def __init__(self, extractor: "R21DExtractor", workers: int) -> None:
+        self.ex = extractor
+        self.stack_size, self.step_size = extractor.stack_size, extractor.step_size
+        self.batch_size = extractor.settings.batch_size
+        self.cuda = extractor.device.type == "cuda"
+        from .extractor import CHUNK_FRAMES  # noqa: PLC0415 (the extractor imports this module)
+
+        crop_h, crop_w = extractor.record.preprocessing.crop_hw
+        self.pool = BufferPool((CHUNK_FRAMES, 2 * crop_h, 2 * crop_w, 3),
+                               count=BUFFERS_PER_DECODER * workers + 2, pin=self.cuda)
+        self._copies: dict[int, Any] = {}  # id(result) -> CUDA event of its copy to the host
+
+    # ------------------------------------------------------------------ decoder threads
+    def decode(self, path: str, cancelled: Callable[[], bool]) -> Iterator[Any]:
+        return self.ex._chunks(path, self.pool, cancelled)
+
+    def drop(self, chunk: Any) -> None:
+        if chunk.buffer is not None:
+            self.pool.release(chunk.buffer)
+
+    # ------------------------------------------------------------------ model thread
+    def prepare(self, video: VideoState, chunk: Any) -> tuple[np.ndarray, torch.Tensor]:
+        if video.context is None:  # the blend constants, copied to the device once per video
+            video.context = chunk.crop_taps.to(self.ex.device)
+        taps = chunk.taps_nhwc.to(self.ex.device, non_blocking=True)
+        if chunk.buffer is not None:
+            event = None
+            if self.cuda:
+                event = torch.cuda.Event()
+                event.record()
+            frames = blend_taps(taps, video.context)
+            self.pool.release(chunk.buffer, event)  # on a CPU blend_taps has read it already
+        else:
+            frames = blend_taps(taps, video.context)
+        return chunk.frame_indices, frames
+
+    def forward(self, windows_tchw: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        n = len(windows_tchw)
+        clips_btchw = torch.stack(windows_tchw)
+        if n < self.batch_size:  # one shape for the whole run; padded rows are thrown away
+            pad = clips_btchw.new_zeros((self.batch_size - n, *clips_btchw.shape[1:]))
+            clips_btchw = torch.cat([clips_btchw, pad])
+        features, logits = self.ex.forward_clips(clips_btchw.permute(0, 2, 1, 3, 4))
+        return [features[:n], None if logits is None else logits[:n]]
+
+    def finish(self, video: VideoState, outputs: list[torch.Tensor | None]) -> "VideoFeatures":
+        features, logits = (outputs + [None, None])[:2]
+        host_features, host_logits = self._to_host(features), self._to_host(logits)
+        start = video.start
+        if start is None:
+            raise RuntimeError("the decoder ended without starting the video")
+        result = self.ex._result(video.path, start, video.windows_cut, host_features, host_logits)
+        if self.cuda and features is not None:
+            event = torch.cuda.Event()
+            event.record()
+            self._copies[id(result)] = event
+        return result
+
+    def _to_host(self, rows: torch.Tensor | None) -> np.ndarray | None:
+        if rows is None:
+            return None
+        if not self.cuda:
+            return rows.numpy()
+        host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+        host.copy_(rows, non_blocking=True)
+        return host.numpy()
+
+    def ready(self, result: Any) -> bool:
+        event = self._copies.get(id(result))
+        if event is None:
+            return True
+        if event.query():
+            del self._copies[id(result)]
+            return True
+        return False
+
+    def timed_out(self, video: VideoState) -> Exception:
+        return self.ex._timeout_error(video.start.frames_decoded[0] if video.start is not None else 0)
+
+    def classify(self, exc: BaseException) -> str:
+        return device_errors.classify(exc)
+
+    def free_memory(self) -> None:
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+def run_batched(extractor: "R21DExtractor", paths: Any) -> Iterator[tuple[str, Any]]:
+    """``(path, result or exception)`` in completion order; a fatal device error is raised as
+    :class:`~utils.errors.DeviceFailure`."""
+    workers = extractor.decode_workers
+    batcher = WindowBatcher(R21DBatchModel(extractor, workers), workers, extractor.settings.video_timeout_s)
+    try:
+        yield from batcher.run(os.fspath(p) for p in paths)
+    except Exception as exc:
+        if device_errors.classify(exc) == "fatal":
+            raise device_errors.device_failure(exc, extractor.device) from None
+        raise
