@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from .claims import ClaimBook
-from .errors import SettingsError, UserError
+from .errors import DeviceFailure, SettingsError, UserError
 from .path_list import check_unique_stems, collect_video_paths, shard
 from .plots import plot_paths, require_matplotlib, save_video_plots
 from .predictions import format_window_predictions
@@ -26,6 +26,7 @@ from .video_decode import quiet_decoder_logs
 log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
+EXIT_DEVICE_FAILED = 3  # the device broke mid-run: the run stopped; the same command resumes
 
 
 class Extractor(Protocol):
@@ -129,6 +130,9 @@ def run_cli(
         extractor = extractor_cls(dataclasses.replace(
             extractor_settings, show_pred=extractor_settings.show_pred or run.save_plots))
         return _run_local(run, extractor, extractor_settings.show_pred, paths, stdout, stderr)
+    except DeviceFailure as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_DEVICE_FAILED
     except UserError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_CONFIG

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -41,12 +42,13 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .errors import SettingsError
+from .errors import DeviceFailure, SettingsError
 from .metadata import METADATA_KEYS
 from .prefetch import default_decode_workers
 from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, report_path_in, skip_if_done, store_result
 from .settings import setting
 from .sinks import make_sink, output_dir
+from .writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,7 @@ class ExtractionWorker:
         self._fatal: BaseException | None = None
         self._stopping = False
         self._t_last = time.perf_counter()  # when the previous video of this session finished
+        self.host = socket.gethostname()
         try:
             self.extractor = extractor_cls(extractor_settings)
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
@@ -243,6 +246,8 @@ class ExtractionWorker:
         except queue.Empty:
             pass
         if self._fatal is not None and not outcomes:
+            if isinstance(self._fatal, DeviceFailure):  # the driver stops the run with this line
+                raise self._fatal
             raise RuntimeError(f"extraction thread stopped: {one_line_reason(self._fatal)}") from self._fatal
         return outcomes
 
@@ -259,11 +264,16 @@ class ExtractionWorker:
             self._fatal = exc
 
     def _run_session(self) -> None:
-        for path, result in self.extractor.extract_many(self._paths_to_extract()):
-            outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
-            now = time.perf_counter()
-            outcome.seconds, self._t_last = round(now - self._t_last, 3), now
-            self._outbox.put(outcome)
+        with ResultWriter(self._store) as writer:  # files are written off the device's thread
+            for path, result in self.extractor.extract_many(self._paths_to_extract()):
+                writer.submit(path, result)
+
+    def _store(self, path: str, result: object) -> None:
+        outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
+        now = time.perf_counter()
+        outcome.seconds, self._t_last = round(now - self._t_last, 3), now
+        outcome.host, outcome.pid = self.host, os.getpid()
+        self._outbox.put(outcome)
 
     def _paths_to_extract(self):  # noqa: ANN202 (generator of str)
         for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
@@ -271,6 +281,7 @@ class ExtractionWorker:
                 self._t_last = time.perf_counter()
             skipped = skip_if_done(self.sink, path)
             if skipped is not None:
+                skipped.host, skipped.pid = self.host, os.getpid()
                 self._outbox.put(skipped)
             else:
                 yield path
@@ -341,6 +352,8 @@ class _RayRun:
         try:
             value = self.ray.get(ref)
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as exc:
+            if isinstance(getattr(exc, "cause", None), DeviceFailure):
+                raise exc.cause from None  # a broken GPU: stop the run, do not retry on it
             self._worker_died(slot, exc)
             return
         if not slot.started:
