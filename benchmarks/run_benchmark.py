@@ -251,7 +251,7 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         decode = result["decode_ceiling"]
         models = result["model_ceiling"]
         lines += ["", "| ceiling | frames/s |", "|---|---|"]
-        lines += [f"| decode, OpenCV RGB, {n} stream(s) | {fps:.1f} |" for n, fps in decode.items()]
+        lines += [f"| decode, OpenCV, {n} stream(s) | {fps:.1f} |" for n, fps in decode.items()]
         lines += [f"| model only, {name}, batch {args.batch_size} | {fps:.1f} |" for name, fps in models.items()]
         for name, fps in models.items():
             bound = min(max(decode.values()), fps)

@@ -437,6 +437,28 @@ def death_reason(exc: BaseException) -> str:
     return " ".join(first.split()).rstrip(".")
 
 
+TOKEN_HINT = ("if the cluster uses token authentication (`RAY_AUTH_MODE=token ray start --head`), give this "
+              "driver its token: RAY_AUTH_TOKEN=<token>, RAY_AUTH_TOKEN_PATH=<file>, or the file ~/.ray/auth_token")
+
+
+def use_cluster_token(address: str | None, environ: dict = os.environ) -> bool:  # noqa: B006 (the process env)
+    """Joining a cluster (``address`` set) with a token at hand: turn on Ray's token mode for this driver.
+
+    A cluster started with ``RAY_AUTH_MODE=token ray start --head`` (the default of newer Ray)
+    refuses a driver that does not send the token, and Ray's driver only sends one in token
+    mode; it reads the token from ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``, or
+    ``~/.ray/auth_token``. An explicit ``RAY_AUTH_MODE`` is left alone. Returns True when enabled.
+    """
+    if address is None or "RAY_AUTH_MODE" in environ:
+        return False
+    path = environ.get("RAY_AUTH_TOKEN_PATH")
+    has_token = bool(environ.get("RAY_AUTH_TOKEN")) or (Path(path).is_file() if path else
+                                                        (Path.home() / ".ray" / "auth_token").is_file())
+    if has_token:
+        environ["RAY_AUTH_MODE"] = "token"
+    return has_token
+
+
 def run_on_ray(
     video_paths: Sequence[str],
     extractor_cls: Any,
@@ -466,12 +488,16 @@ def run_on_ray(
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        token_mode = use_cluster_token(ray_settings.ray_address)
         try:
             ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING)
-        except (ConnectionError, SystemExit) as exc:  # Ray exits when the GCS at the address never answers
+        except (ConnectionError, SystemExit, ray.exceptions.AuthenticationError) as exc:
+            # Ray exits when the GCS at the address never answers.
+            hint = (TOKEN_HINT if not token_mode or isinstance(exc, ray.exceptions.AuthenticationError)
+                    else "the token found was refused: check it is the cluster's")
             raise RaySetupError(
                 f"ray_address={ray_settings.ray_address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
-                "start one with `ray start --head`, or set ray_address=null for a local one"
+                f"is `ray start --head` running there? {hint}; or set ray_address=null for a local one"
             ) from None
     try:
         nodes = [
