@@ -253,6 +253,9 @@ class WindowBatcher:
             if state.pending and state.decoding() == 0:  # nothing more can join this batch
                 self._run_batch(state)
                 continue
+            if state.active and not state.pending and state.decoding() == 0:
+                stuck = [v.path for v in state.active.values() if not v.complete]
+                raise RuntimeError(f"batcher bug: windows of {stuck} were never computed")  # instead of a hang
             wait_s = self.flush_wait_s if state.pending else (0.002 if state.done else 0.5)
             deadlines = [v.deadline for v in state.active.values() if v.deadline is not None]
             if deadlines:
