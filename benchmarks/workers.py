@@ -46,6 +46,28 @@ class WorkerConfig:
     decode_workers: int | None = None
     channels_last: bool | None = None
     num_threads: int | None = None
+    # stand_in: the network is replaced by a near-free stand-in (the pipeline against the decode
+    # ceiling, as on a GPU much faster than the decoders); in_order: the previous pipeline
+    # (videos consumed in order, batches within a video), for before/after in one run.
+    stand_in: bool = False
+    in_order: bool = False
+
+
+class StandInNetwork(torch.nn.Module):
+    """Clips ``B x 3 x T x H x W`` -> ``B x 512``: one mean per clip, nearly free."""
+
+    def forward(self, clips_bcthw: torch.Tensor) -> torch.Tensor:
+        return clips_bcthw.mean(dim=(1, 2, 3, 4)).unsqueeze(1).expand(-1, 512).contiguous()
+
+
+class _InOrder:
+    """The extractor seen through its previous, in-order ``extract_many``."""
+
+    def __init__(self, extractor: R21DExtractor) -> None:
+        self.extractor = extractor
+
+    def extract_many(self, paths):  # noqa: ANN001, ANN201
+        return self.extractor.extract_many_in_order(paths)
 
 
 class NullSink:
@@ -121,6 +143,8 @@ class Worker:
                 channels_last=config.channels_last, checkpoint_path=config.checkpoint_path,
             )
             self.device = self.extractor.device
+            if config.stand_in:
+                self.extractor.network = StandInNetwork()
         elif config.mode == "naive":
             self.device = torch.device(config.device if torch.cuda.is_available() else "cpu")
             network = build_network(record)
@@ -149,7 +173,8 @@ class Worker:
         _reset_peak_rss()
         _reset_gpu_peak(self.device)
         cpu0, t0 = _cpu_s(), time.perf_counter()
-        summary = run_extraction(self.extractor, paths, NullSink(),
+        runner_view = _InOrder(self.extractor) if self.config.in_order else self.extractor
+        summary = run_extraction(runner_view, paths, NullSink(),
                                  on_result=lambda r: features.__setitem__(r.path, r.features), progress=False)
         _sync(self.device)
         seconds, cpu_s = time.perf_counter() - t0, _cpu_s() - cpu0
@@ -233,7 +258,7 @@ class Worker:
 
 
 def decode_ceiling(paths: list[str], streams: int, decoder: str = "pyav") -> dict[str, Any]:
-    """Frames/s of decoding alone (frames as the pipeline reads them), ``streams`` videos at once."""
+    """Frames/s of decoding alone (frames as the pipeline reads them, FFmpeg threads per video bounded to the cores as the pipeline does), ``streams`` videos at once."""
     todo = list(paths)
     lock = threading.Lock()
     counts = []
@@ -245,7 +270,8 @@ def decode_ceiling(paths: list[str], streams: int, decoder: str = "pyav") -> dic
                 if not todo:
                     break
                 path = todo.pop(0)
-            for _ in open_video(path, decoder).frames():
+            threads = max(1, (os.cpu_count() or 1) // max(1, streams))
+            for _ in open_video(path, decoder, threads=threads).frames():
                 n += 1
         counts.append(n)
 

@@ -28,11 +28,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from r21d_features.utils.batcher import BufferPool
 from r21d_features.utils.console import plural
 from r21d_features.utils.errors import SettingsError, VideoError
 from r21d_features.utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
@@ -43,10 +44,12 @@ from r21d_features.utils.prefetch import DeadlinePassed, default_decode_workers,
 from r21d_features.utils.window_stream import WindowStream
 from r21d_features.utils.windows import is_frame_used, window_bounds
 
+from . import device_errors
+from .batching import run_batched
 from .builders import build_model
 from .crops import crop_boxes, crop_region, cut_crops
 from .crops import centre_index as crops_centre_index
-from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes
+from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes_into
 from .settings import PRECISIONS as PRECISION_NAMES
 from .settings import R21DSettings
 from .zoo import ModelRecord, get_record
@@ -116,6 +119,7 @@ class _Chunk:
     taps_nhwc: torch.Tensor  # n x 2h x 2w x 3 uint8 (h x w: the crops' region), see preprocess.gather_planes
     crop_taps: CropTaps
     yuv: YuvForm | None = None  # None: the taps are RGB; else Y, U, V to convert on the device
+    buffer: torch.Tensor | None = None  # the pool buffer taps_nhwc lives in, given back once read
 
 
 @dataclass
@@ -208,7 +212,12 @@ class R21DExtractor:
         self.weights_id = model.weights_id
         self.labels = self.record.labels()
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays off at once
+            # Every batch has one shape (padded to batch_size, see batching.py): cuDNN tunes once,
+            # in the start-up probe, which also catches a GPU this torch has no kernels for.
+            torch.backends.cudnn.benchmark = True
+            clips = torch.zeros(self.windows_per_batch * self.num_crops, 3, self.stack_size,
+                                *self.record.preprocessing.crop_hw)
+            device_errors.probe(lambda: self.forward_clips(clips), self.device)
 
     def provenance(self) -> dict[str, Any]:
         """What the numbers depend on, recorded next to every saved output (:mod:`utils.provenance`).
@@ -246,15 +255,19 @@ class R21DExtractor:
         return features, logits
 
     # ------------------------------------------------------------------ decode side (worker threads)
-    def _chunks(self, video_path: str) -> Iterator[_VideoStart | _Chunk]:
+    def _chunks(self, video_path: str, pool: BufferPool | None = None,
+                cancelled: Callable[[], bool] = lambda: False) -> Iterator[_VideoStart | _Chunk]:
         """First a :class:`_VideoStart`, then frame chunks, for one video.
 
-        Stops with :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow
-        file frees its decode thread for the next video.
+        Each frame's taps are gathered straight into a chunk buffer from ``pool`` (reused,
+        pinned on a GPU; without a pool a new one per chunk), shaped by the crops' region; a
+        chunk's taps are RGB or Y, U, V (its ``yuv``), converted on the device. Stops with
+        :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow file frees its decode thread for the next video, and quietly once ``cancelled()``.
         """
         deadline = self._deadline()
         decoded_path = video_path
         tmp_file: Path | None = None
+        buffer: torch.Tensor | None = None
         if self.settings.extraction_fps is not None:
             # A name of its own: same-named videos of different folders (video_root) may be
             # re-encoded at the same time; the reference's name is given when it is kept.
@@ -264,14 +277,13 @@ class R21DExtractor:
             decoded_path = str(tmp_file)
         try:
             reader = open_video(decoded_path, self.settings.decoder, apply_rotation=self.settings.apply_rotation,
-                                max_frame_pixels=self.settings.max_frame_pixels)
+                                max_frame_pixels=self.settings.max_frame_pixels, threads=self._decoder_threads())
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
             frame_shape: tuple[int, ...] = ()
             indices: list[int] = []
-            frames: list[np.ndarray] = []
-            yuv: YuvForm | None = None  # the colour form of the taps in `frames`
+            yuv: YuvForm | None = None  # the colour form of the taps in `buffer`
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
             for index, planes in reader.frames(keep=keep):
                 start.frames_decoded[0] = index + 1
@@ -287,30 +299,55 @@ class R21DExtractor:
                         f"frame size changes mid-stream ({frame_shape} then {(planes.height, planes.width)} at "
                         f"frame {index}); re-encode the video to one size"
                     )
-                if frames and planes.yuv != yuv:  # one colour form per chunk
-                    yield self._make_chunk(indices, frames, taps, yuv)
-                    indices, frames = [], []
+                if indices and planes.yuv != yuv:  # one colour form per chunk
+                    chunk, buffer, indices = self._make_chunk(indices, buffer, taps, yuv, pool), None, []
+                    yield chunk
                 yuv = planes.yuv
+                if buffer is None:
+                    buffer = self._chunk_buffer(pool, taps, cancelled)
+                    if buffer is None:  # cancelled while waiting for a free buffer
+                        return
+                gather_planes_into(planes, taps, buffer.numpy()[len(indices)])
                 indices.append(index)
-                frames.append(gather_planes(planes, taps))
-                if len(frames) == CHUNK_FRAMES:
-                    yield self._make_chunk(indices, frames, taps, yuv)
-                    indices, frames = [], []
-            if frames:
-                yield self._make_chunk(indices, frames, taps, yuv)
+                if len(indices) == CHUNK_FRAMES:
+                    chunk, buffer, indices = self._make_chunk(indices, buffer, taps, yuv, pool), None, []
+                    yield chunk
+            if indices:
+                chunk, buffer = self._make_chunk(indices, buffer, taps, yuv, pool), None
+                yield chunk
             start.info = reader.info  # the backend may have refined the count the container presents
         finally:
+            if buffer is not None and pool is not None and tuple(pool.shape) == tuple(buffer.shape):
+                pool.release(buffer)
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
             elif tmp_file is not None and tmp_file.exists():
                 os.replace(tmp_file, reencoded_path(self.tmp_dir, video_path))
 
-    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps,
-                    yuv: YuvForm | None) -> _Chunk:
-        taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
-        if self.device.type == "cuda":
-            taps_nhwc = taps_nhwc.pin_memory()  # lets the copy to the GPU run asynchronously
-        return _Chunk(np.asarray(indices), taps_nhwc, taps, yuv)
+    def _decoder_threads(self) -> int:
+        """FFmpeg threads per open video: the cores shared by the decoders running at once."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.decode_workers))
+
+    @property
+    def tap_shape(self) -> tuple[int, int, int]:
+        """``2h x 2w x 3``: one frame's gathered taps (``h x w``: the crops' region, 112 x 112 by default)."""
+        return 2 * self.crop_region[2], 2 * self.crop_region[3], 3
+
+    def _chunk_buffer(self, pool: BufferPool | None, taps: CropTaps,
+                      cancelled: Callable[[], bool]) -> torch.Tensor | None:
+        """A ``CHUNK_FRAMES x 2h x 2w x 3`` uint8 buffer shaped by ``taps``: from ``pool`` when its
+        buffers have that shape (reused, pinned on a GPU), else a new one."""
+        shape = (CHUNK_FRAMES, len(taps.rows), len(taps.cols), 3)
+        if pool is not None and tuple(pool.shape) == shape:
+            return pool.acquire(cancelled)
+        buffer = torch.empty(shape, dtype=torch.uint8)
+        return buffer.pin_memory() if self.device.type == "cuda" else buffer
+
+    @staticmethod
+    def _make_chunk(indices: list[int], buffer: torch.Tensor, taps: CropTaps, yuv: YuvForm | None,
+                    pool: BufferPool | None) -> _Chunk:
+        pooled = pool is not None and tuple(pool.shape) == tuple(buffer.shape)
+        return _Chunk(np.asarray(indices), buffer[: len(indices)], taps, yuv, buffer if pooled else None)
 
     # ------------------------------------------------------------------ model side (caller thread)
     def _deadline(self) -> float | None:
@@ -378,7 +415,16 @@ class R21DExtractor:
                     pending = []
         if pending:
             run_batch(pending)
+        return self._result(
+            video_path, start, stream.next_window,
+            torch.cat(feats).cpu().numpy() if feats else None,
+            torch.cat(logits).cpu().numpy() if logits else None,
+        )
 
+    def _result(self, video_path: str, start: _VideoStart, num_windows: int, features: np.ndarray | None,
+                logits: np.ndarray | None) -> VideoFeatures:
+        """The :class:`VideoFeatures` of a decoded video from its ``num_windows`` rows (host arrays,
+        None when there was no window); raises for a video with no frame or a window miscount."""
         num_frames = start.frames_decoded[0]
         if num_frames == 0:
             raise VideoDecodeError("no decodable video frames (audio-only, truncated or corrupt file)")
@@ -387,7 +433,6 @@ class R21DExtractor:
         if shortfall:
             warnings.append(shortfall)
         bounds = window_bounds(num_frames, self.stack_size, self.step_size)
-        num_windows = stream.next_window
         if num_windows != len(bounds):
             raise RuntimeError(f"{num_windows} windows were cut from {num_frames} frames, expected {len(bounds)}")
         if num_windows == 0:
@@ -397,19 +442,18 @@ class R21DExtractor:
             )
         for warning in warnings:
             log.warning("%s: %s", video_path, warning)
-        features = (
-            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False).reshape(-1, *self.feature_shape)
-            if feats else np.zeros((0, *self.feature_shape), dtype=np.float32)
-        )
+        if features is None:
+            features = np.zeros((0, *self.feature_shape), dtype=np.float32)
+        features = features.reshape(-1, *self.feature_shape)
+        if logits is None and self.settings.show_pred:
+            logits = np.zeros((0, self.record.num_classes), np.float32)
         return VideoFeatures(
             path=video_path,
-            features=features,
+            features=features.astype(np.float32, copy=False),
             window_bounds=bounds,
             fps=start.info.fps,
             num_frames=num_frames,
-            logits=torch.cat(logits).cpu().numpy() if logits else (
-                np.zeros((0, self.record.num_classes), np.float32) if self.settings.show_pred else None
-            ),
+            logits=logits,
             warnings=warnings,
             stack_size=self.stack_size,
             step_size=self.step_size,
@@ -427,10 +471,18 @@ class R21DExtractor:
         return self.extract_video(video_path).as_dict()
 
     def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
-        """``(path, result or exception)`` for each path, in order, decoding ahead in parallel.
+        """``(path, result or exception)`` for each path, **in completion order**.
 
-        A failing video yields its exception and the others go on.
+        ``decode_workers`` videos decode at once, each on its own thread; batches take windows
+        from all of them (utils/batcher.py), padded to ``batch_size``, so features are the same
+        bit for bit whatever the interleaving. A failing video yields its exception and the
+        others go on; a fatal device error raises :class:`~utils.errors.DeviceFailure`.
         """
+        return run_batched(self, video_paths)
+
+    def extract_many_in_order(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
+        """The previous pipeline, kept for side-by-side benchmarks: videos consumed strictly in
+        order, each decoder at most ``MAX_QUEUED_CHUNKS`` ahead, batches within one video."""
         for path, producer in prefetch_in_order(
             video_paths, lambda p: self._chunks(p), self.decode_workers, MAX_QUEUED_CHUNKS
         ):

@@ -1,0 +1,73 @@
+"""runner=ray joining a real cluster that `ray start --head` runs on 127.0.0.1, with token authentication.
+
+Marked ``ray`` (CI: ``pytest -m ray``). The cluster runs in its own HOME (its token in
+``HOME/.ray/auth_token``) and its own process group, stopped by signal: never ``ray stop``,
+which would stop every Ray cluster of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.ray
+MODEL = "r2plus1d_18_16_kinetics"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def token_cluster(tmp_path):
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+        env={**env, "RAY_AUTH_MODE": "token"}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(15)  # the GCS and raylet come up
+    try:
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_joins_a_token_cluster_by_host_port_and_reports_the_workers_pid(token_cluster, checkpoints, make_video, tmp_path):
+    address, env = token_cluster
+    video = make_video("clip.mp4", num_frames=16)
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "main.py"), "feature_type=r21d", "runner=ray", f"ray_address={address}",
+         f"video_paths=[{video}]", "device=cpu", f"checkpoint_path={checkpoints[MODEL]}", "stack_size=8",
+         "step_size=8", "on_extraction=save_numpy", f"output_path={out}", f"tmp_path={tmp_path / 'tmp'}",
+         "progress=false"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = driver.communicate(timeout=400)
+    assert driver.returncode == 0, stderr[-2000:]
+    assert (out / "r21d" / MODEL / "clip_r21d.npy").is_file()
+    (record,) = [json.loads(line) for line in (out / "r21d" / MODEL / "run_report.jsonl").read_text().splitlines()]
+    assert record["status"] == "done" and record["host"] == socket.gethostname()
+    assert record["pid"] != driver.pid  # the Ray worker's, not the driver's
