@@ -37,6 +37,9 @@ def token_cluster(tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(home)
+    # The workers `ray start` launches import the project the way an installed copy would be
+    # found: through PYTHONPATH (this checkout is not installed in the test venv).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
     port = _free_port()
     head = subprocess.Popen(
@@ -65,7 +68,7 @@ def test_joins_a_token_cluster_by_host_port_and_reports_the_workers_pid(token_cl
          "step_size=8", "on_extraction=save_numpy", f"output_path={out}", f"tmp_path={tmp_path / 'tmp'}",
          "progress=false"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = driver.communicate(timeout=400)
+    stdout, stderr = driver.communicate(timeout=240)
     assert driver.returncode == 0, stderr[-2000:]
     assert (out / "r21d" / MODEL / "clip_r21d.npy").is_file()
     (record,) = [json.loads(line) for line in (out / "r21d" / MODEL / "run_report.jsonl").read_text().splitlines()]

@@ -387,14 +387,20 @@ class R21DExtractor:
         logits: list[torch.Tensor] = []
 
         def run_batch(windows_tkchw: list[torch.Tensor]) -> None:
+            # Padded to windows_per_batch as the cross-video batcher does (batching.py): one
+            # shape, so a window's features are the same bit for bit on every path.
+            n, size = len(windows_tkchw), self.windows_per_batch
+            windows = torch.stack(windows_tkchw)
+            if n < size:
+                windows = torch.cat([windows, windows.new_zeros((size - n, *windows.shape[1:]))])
             # B x T x K x C x H x W -> (B * K) x C x T x H x W: the crops are more clips.
-            clips_bkcthw = torch.stack(windows_tkchw).permute(0, 2, 3, 1, 4, 5)
+            clips_bkcthw = windows.permute(0, 2, 3, 1, 4, 5)
             f, lg = self.forward_clips(clips_bkcthw.flatten(0, 1))
             # Kept on the device until the video ends: a copy to the host here would make
             # the caller wait for every batch instead of queueing the next one.
-            feats.append(f.view(len(windows_tkchw), self.num_crops, -1))
+            feats.append(f.view(size, self.num_crops, -1)[:n])
             if lg is not None:  # show_pred and plots: the centre crop
-                logits.append(lg.view(len(windows_tkchw), self.num_crops, -1)[:, self.centre_crop or 0])
+                logits.append(lg.view(size, self.num_crops, -1)[:n, self.centre_crop or 0])
 
         device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
         for chunk in chunks:
