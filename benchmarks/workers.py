@@ -228,7 +228,7 @@ class Worker:
         decode_s = gather_s = blend_s = 0.0
         frames = 0
         for path in paths:
-            reader = open_video(path, self.extractor.decoder)
+            reader = open_video(path, self.extractor.settings.decoder)
             taps, gathered, yuv = None, [], None
             t = time.perf_counter()
             for _, planes in reader.frames():

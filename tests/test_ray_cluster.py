@@ -43,7 +43,7 @@ def token_cluster(tmp_path):
     subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
     port = _free_port()
     head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
         env={**env, "RAY_AUTH_MODE": "token"}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

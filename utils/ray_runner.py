@@ -465,16 +465,6 @@ def use_cluster_token(address: str | None, environ: dict = os.environ) -> bool: 
     return has_token
 
 
-def _loopback_node(address: str | None) -> dict[str, str]:
-    """A cluster joined at a loopback ``host:port`` (``ray start --head --node-ip-address=127.0.0.1``)
-    listens on that address only: this driver's node must say 127.0.0.1 too, or Ray looks for the
-    GCS at the machine's other address and waits for it in vain."""
-    host = (address or "").rpartition(":")[0].strip("[]")
-    if host == "localhost" or host.startswith("127."):
-        return {"_node_ip_address": "127.0.0.1"}
-    return {}
-
-
 def run_on_ray(
     video_paths: Sequence[str],
     extractor_cls: Any,
@@ -507,8 +497,7 @@ def run_on_ray(
     if started_here:
         token_mode = use_cluster_token(ray_settings.ray_address)
         try:
-            ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING,
-                     **_loopback_node(ray_settings.ray_address))
+            ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING)
         except (ConnectionError, SystemExit, ray.exceptions.AuthenticationError) as exc:
             # Ray exits when the GCS at the address never answers.
             hint = (TOKEN_HINT if not token_mode or isinstance(exc, ray.exceptions.AuthenticationError)
