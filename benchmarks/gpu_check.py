@@ -220,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             flavours = []
         elif cuda and budget.allows("GPU test suite", 60):
             report["gpu_tests"] = gpu_tests(args.device)
-        tiny = [str(p) for p in make_dataset("tiny", videos_root / "tiny")]
+        tiny = [str(p) for p in make_dataset("tiny", videos_root / "tiny")] if flavours else []
         if flavours and budget.allows("parity", 20 if args.quick else 60):
             # --quick: one flavour (on a CPU this is CPU against CPU: a smoke test of the section).
             report["parity"] = parity(args.device, flavours, tiny if args.quick else SAMPLES, weights)
-        bench_set = tiny if args.quick else [str(p) for p in make_dataset("full", videos_root / "full")
-                                               if "_010s_" in p.name or "_060s_" in p.name]
+        bench_set = tiny if args.quick or not flavours else [
+            str(p) for p in make_dataset("full", videos_root / "full") if "_010s_" in p.name or "_060s_" in p.name]
         for name in flavours:
             for batch in batches:
                 if not budget.allows(f"throughput {name} batch {batch}", 15 if args.quick else 60):
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         "peak_rss_gb": row["peak_rss_gb"], "peak_gpu_gb": row["peak_gpu_gb"],
                         "max_rel_err_vs_naive": row.get("max_rel_err"),
                     })
-        if args.quick:
+        if args.quick or not flavours:
             sets = {"short clips": tiny}
             sweep = [1, cores]
         else:
