@@ -76,16 +76,21 @@ SETTINGS = "models/r21d/settings.py"
 D = "tests/test_decoders.py"
 T = "tests/trust"
 CROP_ORDER = "tests/test_crops.py::test_crop_positions_and_order_are_torchvisions"
-TEN_CROP_ORACLE = "tests/test_crops.py::test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run[ten-16]"
+TEN_CROP_ORACLE = ("tests/test_crops.py::"
+                   "test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run[ten-16]")
 YUV_BT601 = f"{D}::test_yuv_model_is_swscale_to_the_bit[2-1-yuv420p-48]"
 YUV_BT709 = f"{D}::test_yuv_model_is_swscale_to_the_bit[1-1-yuv420p-48]"
 YUV_FULL = f"{D}::test_yuv_model_is_swscale_to_the_bit[1-2-yuvj420p-32]"
 YUV_DEVICE = f"{D}::test_device_conversion_equals_the_model_on_every_path"
-YUV_GATHERED = f"{D}::test_common_frames_are_gathered_as_yuv_and_the_rest_as_rgb"
+YUV_J_UNTAGGED = f"{D}::test_yuv_model_is_swscale_to_the_bit[5-0-yuvj420p-32]"
+H264_ORACLE = f"{D}::test_codec_and_pixel_format_match_the_oracle[h264]"  # 8-bit 4:2:0: gathered as YUV taps
+MJPEG_ORACLE = f"{D}::test_codec_and_pixel_format_match_the_oracle[mjpeg_full_range]"
 HDF5_MIRROR = ("tests/reliability/test_reliability_hdf5.py::"
                "test_hdf5_holds_the_numpy_sinks_arrays_keyed_by_mirrored_path")
-HDF5_KILL = "tests/reliability/test_reliability_hdf5.py::test_kill_9_mid_write_never_damages_the_videos_already_in_a_part"
-PROVENANCE_RERUN = f"{T}/test_trust_provenance.py::test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes"
+HDF5_KILL = ("tests/reliability/test_reliability_hdf5.py::"
+             "test_kill_9_mid_write_never_damages_the_videos_already_in_a_part")
+PROVENANCE_RERUN = (f"{T}/test_trust_provenance.py::"
+                    "test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes")
 LIST_BOM = f"{T}/test_trust_lists.py::test_bom_crlf_comments_and_non_utf8_names"
 SIGTERM = f"{T}/test_trust_stops.py::test_signal_stops_cleanly_and_the_same_command_resumes[15-re-encode]"
 SETTINGS_ONE_LINE = "tests/test_settings.py::test_settings_check_their_values_in_one_line"
@@ -147,10 +152,10 @@ MUTANTS: list[Mutant] = [
     Mutant("frames-left-in-bgr", YUV,  # R and B swapped in the CPU conversion (swscale on the taps)
            'return frame.to_ndarray(format="rgb24").reshape(n, h, w, 2, 3)[:, :, :, 0]',
            'return frame.to_ndarray(format="rgb24").reshape(n, h, w, 2, 3)[:, :, :, 0, ::-1].copy()',
-           (R18_OVERLAP,)),
+           (YUV_DEVICE, H264_ORACLE)),
     Mutant("yuv-u-and-v-swapped", YUV,
            "np.copyto(cb.reshape(n, h, w), yuv[..., 1])", "np.copyto(cb.reshape(n, h, w), yuv[..., 2])",
-           (R18_OVERLAP,)),
+           (YUV_DEVICE, H264_ORACLE)),
     Mutant("yuv-gpu-lookup-red-from-u", YUV,  # the GPU path: R read from (Y, U)
            "torch.stack([r[y_hi | v],", "torch.stack([r[y_hi | u],", (YUV_DEVICE,)),
     Mutant("yuv-cpu-fallback-lookup-red-from-u", YUV,  # where swscale's shortcut does not match the model
@@ -161,7 +166,7 @@ MUTANTS: list[Mutant] = [
            "1: (117489, 138438, 13975, 34925),", "1: (117498, 138438, 13975, 34925),", (YUV_BT709,)),
     Mutant("yuvj-taken-as-limited-range", YUV,
            'pix_fmt.startswith("yuvj") or color_range == AVCOL_RANGE_JPEG',
-           'color_range == AVCOL_RANGE_JPEG', (YUV_FULL,)),
+           'color_range == AVCOL_RANGE_JPEG', (YUV_J_UNTAGGED, MJPEG_ORACLE)),
     Mutant("opencv-frames-left-in-bgr", "utils/decoders/opencv_backend.py",
            "Planes((cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB),))", "Planes((frame_bgr.copy(),))",
            (f"{D}::test_display_rotation_is_ignored_by_default_and_applied_on_request",)),
