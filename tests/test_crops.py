@@ -65,7 +65,7 @@ def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(c
     # The cost: every frame gathered once (one region for all crops), the crops batched as clips.
     gathered, clip_batches = [], []
     real_gather, real_network = extractor_module.gather_planes, extractor.network
-    monkeypatch.setattr(extractor_module, "gather_planes", lambda p, t: gathered.append(1) or real_gather(p, t))
+    monkeypatch.setattr(extractor_module, "gather_planes", lambda f, t: gathered.append(1) or real_gather(f, t))
     extractor.network = lambda clips: clip_batches.append(clips.shape[0]) or real_network(clips)
     result = extractor.extract_video(video)
     num_crops = 10 if crops == "ten" else 5

@@ -19,7 +19,7 @@ from .path_list import collect_video_paths, shard
 from .ffmpeg import sweep_partials
 from .plots import plot_paths, require_matplotlib, save_video_plots
 from .predictions import format_window_predictions
-from .provenance import ProvenanceSink, check_existing_outputs
+from .provenance import check_existing_outputs, with_provenance
 from .ray_runner import RaySettings, run_on_ray
 from .runner import RunSummary, report_path_in, run_extraction
 from .metadata import METADATA_KEYS
@@ -213,7 +213,7 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
         try:
             check_writable_folder(sink.folder)
             # Skip only outputs made with the same settings; others stop the run here (utils/provenance.py).
-            sink = ProvenanceSink(sink, extractor.provenance())
+            sink = with_provenance(sink, extractor.provenance())
             check_existing_outputs(sink, paths, run.overwrite)
         except SettingsError:
             claims.close()

@@ -97,7 +97,7 @@ def sweep_partials(tmp_dir: str | os.PathLike) -> list[Path]:
 
 def private_reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
     """A hidden name in ``tmp_dir`` that no other re-encode uses (this process, a random part)."""
-    return Path(tmp_dir) / f".{Path(video_path).stem}_new_fps.{os.getpid()}.{uuid.uuid4().hex[:8]}.mp4"
+    return Path(tmp_dir) / bounded_name(f".{Path(video_path).stem}_new_fps.{os.getpid()}.{uuid.uuid4().hex[:8]}.mp4")
 
 
 def reencode_fps(

@@ -23,6 +23,7 @@ is known to be gone (same host, process exited), never crashing the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ import numpy as np
 from .claims import pid_alive
 from .errors import SettingsError
 from .output_paths import output_file, video_id
+from .provenance import differences
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ PART_SUFFIX = ".h5"
 MERGED_NAME = "features.h5"
 DAMAGED_SUFFIX = ".damaged"
 COMPLETE_ATTR = "complete"
+PROVENANCE_ATTR = "provenance"  # JSON of what made the dataset (utils/provenance.py)
 # Object headers of HDF5 1.8 keep attributes of any size (window spans of long videos pass
 # the 64 KB of the oldest format); files stay readable by HDF5 >= 1.8.
 LIBVER = "v108"
@@ -128,8 +131,26 @@ class Hdf5Sink:
         self.attrs = dict(attrs or {})
         self.part_path: Path | None = None
         self._file: Any = None
-        self._done: set[str] = set()  # video ids complete in some part
+        self._done: set[str] = set()  # video ids complete in some part, made with the current provenance
+        self._other: dict[str, str] = {}  # video id -> provenance JSON of a complete copy made otherwise
+        self.provenance: str | None = None  # JSON of the current entries (set_provenance)
         self._seen: dict[Path, tuple[int, int]] = {}  # part -> (size, mtime_ns) when last read
+
+    def set_provenance(self, entries: Mapping[str, Any]) -> None:
+        """Record ``entries`` on every dataset written, and count a video done only when a
+        complete copy carries the same entries (see :mod:`utils.provenance`; HDF5 keeps them
+        as an attribute instead of one record file per video)."""
+        self.provenance = json.dumps(json.loads(json.dumps(dict(entries))), sort_keys=True)
+        self._done, self._other, self._seen = set(), {}, {}
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        """What differs in a complete copy made with other settings, when no copy matches ([] otherwise)."""
+        if self.is_done(video_path) or self.provenance is None:
+            return []
+        recorded = self._other.get(video_id(video_path, self.video_root))
+        if recorded is None:
+            return []
+        return differences(None if recorded == "" else json.loads(recorded), json.loads(self.provenance))
 
     # ------------------------------------------------------------------ names
     def path_for(self, video_path: str, key: str | None = None) -> Path:
@@ -159,7 +180,12 @@ class Hdf5Sink:
             self._seen[path] = stamp
             try:
                 with open_readonly(path) as f:
-                    self._done.update(vid for vid, ds in complete_datasets(f) if ds.shape[1:] == self.feature_shape)
+                    for vid, ds in complete_datasets(f):
+                        made = str(ds.attrs.get(PROVENANCE_ATTR, ""))
+                        if ds.shape[1:] == self.feature_shape and self.provenance in (None, made):
+                            self._done.add(vid)
+                        else:
+                            self._other[vid] = made
             except Exception as exc:  # noqa: BLE001 (damaged, half-flushed, foreign file: never crash the run)
                 if path.name != MERGED_NAME and set_aside_if_orphaned(path, exc):
                     self._seen.pop(path, None)
@@ -202,6 +228,8 @@ class Hdf5Sink:
         if self.with_metadata:
             attrs["window_frames"] = np.asarray(feats["window_frames"], dtype=np.int64)
             attrs["window_times_s"] = np.asarray(feats["window_times_s"], dtype=np.float64)
+        if self.provenance is not None:
+            attrs[PROVENANCE_ATTR] = self.provenance
         for key, value in attrs.items():
             ds.attrs[key] = value
         ds.attrs[COMPLETE_ATTR] = np.int8(1)  # last: a dataset without it is ignored

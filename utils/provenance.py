@@ -86,6 +86,7 @@ class ProvenanceSink:
         self.sink = sink
         self.entries = dict(entries)
         self.path_for = sink.path_for
+        self.needs_metadata = getattr(sink, "needs_metadata", False)
         self._made = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def differences(self, video_path: str) -> list[str]:
@@ -94,6 +95,13 @@ class ProvenanceSink:
 
     def is_done(self, video_path: str) -> bool:
         return self.sink.is_done(video_path) and not self.differences(video_path)
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        """What differs when a valid output made with other settings exists ([] otherwise)."""
+        if not self.path_for(video_path).is_file():
+            return []
+        diff = self.differences(video_path)
+        return diff if diff and self.sink.is_done(video_path) else []
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         output = self.path_for(video_path)
@@ -105,7 +113,16 @@ class ProvenanceSink:
         return self.sink.write(video_path, feats)
 
 
-def check_existing_outputs(sink: ProvenanceSink, video_paths: Sequence[str], overwrite: bool) -> int:
+def with_provenance(sink: Any, entries: Mapping[str, Any]) -> Any:
+    """``sink`` made provenance-aware: a sink that stores provenance itself (HDF5: an attribute of
+    each dataset) is told the entries; a sink of one file per output gets record files."""
+    if hasattr(sink, "set_provenance"):
+        sink.set_provenance(entries)
+        return sink
+    return ProvenanceSink(sink, entries)
+
+
+def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: bool) -> int:
     """Before any work: refuse existing outputs of ``video_paths`` made with other settings.
 
     Returns how many will be redone (``overwrite=true``); raises :class:`SettingsError`
@@ -115,11 +132,9 @@ def check_existing_outputs(sink: ProvenanceSink, video_paths: Sequence[str], ove
     stale: list[tuple[str, list[str]]] = []
     for path in video_paths:
         try:
-            # Matching records need no loading here; a differing one counts only if its output is valid.
-            if not sink.path_for(path).is_file():
-                continue
-            diff = sink.differences(path)
-            if diff and sink.sink.is_done(path):
+            # A differing record counts only if its output is valid.
+            diff = sink.stale_differences(path)
+            if diff:
                 stale.append((path, diff))
         except (OSError, ValueError):  # a name no file can have: that video fails on its own later
             continue

@@ -45,7 +45,7 @@ from .errors import SettingsError
 from .console import plural
 from .metadata import METADATA_KEYS
 from .prefetch import default_decode_workers
-from .provenance import ProvenanceSink
+from .provenance import with_provenance
 from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
 from .settings import setting
 from .sinks import make_sink, output_dir
@@ -216,7 +216,7 @@ class ExtractionWorker:
                                   self.extractor.feature_shape, sys.stdout,
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
             if hasattr(self.sink, "path_for"):  # saved outputs carry their provenance (utils/provenance.py)
-                self.sink = ProvenanceSink(self.sink, self.extractor.provenance())
+                self.sink = with_provenance(self.sink, self.extractor.provenance())
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
             return

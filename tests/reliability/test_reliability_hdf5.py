@@ -113,7 +113,11 @@ def test_ten_crops_in_hdf5_and_a_crop_change_extracts_again(tmp_path, checkpoint
     assert read_all(folder)[good_clips[0].stem].shape == (1, 10, 512)
     code, err = run_quietly(checkpoint_file, out, good_clips[:1], crops="ten")
     assert "0 done, 1 skipped" in err, err
-    code, err = run_quietly(checkpoint_file, out, good_clips[:1])  # other shape: not done
+    # Made with other settings (crops): the run stops before any work, naming the difference ...
+    code, err = run_quietly(checkpoint_file, out, good_clips[:1])
+    assert code == 2 and "crops=ten (now center)" in err and "overwrite=true" in err, err
+    # ... and overwrite=true extracts it again
+    code, err = run_quietly(checkpoint_file, out, good_clips[:1], overwrite=True)
     assert code == 0 and "1 done, 0 skipped" in err, err
     assert merge_main([str(folder)]) == 0
     with h5py.File(folder / MERGED_NAME, "r") as f:  # the newest copy of a video wins
