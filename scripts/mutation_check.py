@@ -6,7 +6,7 @@ never modified), a mutant is applied there, only its tests run, and the file is 
 next one. First the same tests run on the unmodified copy (they must pass, else a "catch" means
 nothing).
 
-    python scripts/mutation_check.py                 # all mutants (~15 min on 2 cores)
+    python scripts/mutation_check.py                 # all mutants (~19 min on 2 shared cores)
     python scripts/mutation_check.py --list          # names and files only
     python scripts/mutation_check.py -k bf16 -k pred # only mutants whose name contains one of these
 
