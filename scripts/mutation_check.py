@@ -6,7 +6,7 @@ never modified), a mutant is applied there, only its tests run, and the file is 
 next one. First the same tests run on the unmodified copy (they must pass, else a "catch" means
 nothing).
 
-    python scripts/mutation_check.py                 # all mutants (~15 min on 2 cores)
+    python scripts/mutation_check.py                 # all mutants (~19 min on 2 shared cores)
     python scripts/mutation_check.py --list          # names and files only
     python scripts/mutation_check.py -k bf16 -k pred # only mutants whose name contains one of these
 
@@ -68,14 +68,42 @@ ZOO = "models/r21d/zoo.py"
 PREDICTIONS = "utils/predictions.py"
 SINKS = "utils/sinks.py"
 
-# The anchors were written against the code of branch oracle-tests; after the settings refactor
-# and the PyAV decoder, refresh them (the script says which ones no longer match).
+CROPS_FILE = "models/r21d/crops.py"
+YUV = "utils/decoders/yuv.py"
+HDF5 = "utils/hdf5_sink.py"
+SETTINGS = "models/r21d/settings.py"
+
+D = "tests/test_decoders.py"
+T = "tests/trust"
+CROP_ORDER = "tests/test_crops.py::test_crop_positions_and_order_are_torchvisions"
+TEN_CROP_ORACLE = ("tests/test_crops.py::"
+                   "test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run[ten-16]")
+YUV_BT601 = f"{D}::test_yuv_model_is_swscale_to_the_bit[2-1-yuv420p-48]"
+YUV_BT709 = f"{D}::test_yuv_model_is_swscale_to_the_bit[1-1-yuv420p-48]"
+YUV_FULL = f"{D}::test_yuv_model_is_swscale_to_the_bit[1-2-yuvj420p-32]"
+YUV_DEVICE = f"{D}::test_device_conversion_equals_the_model_on_every_path"
+YUV_J_UNTAGGED = f"{D}::test_yuv_model_is_swscale_to_the_bit[5-0-yuvj420p-32]"
+H264_ORACLE = f"{D}::test_codec_and_pixel_format_match_the_oracle[h264]"  # 8-bit 4:2:0: gathered as YUV taps
+MJPEG_ORACLE = f"{D}::test_codec_and_pixel_format_match_the_oracle[mjpeg_full_range]"
+HDF5_MIRROR = ("tests/reliability/test_reliability_hdf5.py::"
+               "test_hdf5_holds_the_numpy_sinks_arrays_keyed_by_mirrored_path")
+HDF5_KILL = ("tests/reliability/test_reliability_hdf5.py::"
+             "test_kill_9_mid_write_never_damages_the_videos_already_in_a_part")
+PROVENANCE_RERUN = (f"{T}/test_trust_provenance.py::"
+                    "test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes")
+LIST_BOM = f"{T}/test_trust_lists.py::test_bom_crlf_comments_and_non_utf8_names"
+SIGTERM = f"{T}/test_trust_stops.py::test_signal_stops_cleanly_and_the_same_command_resumes[15-re-encode]"
+SETTINGS_ONE_LINE = "tests/test_settings.py::test_settings_check_their_values_in_one_line"
+SINGULAR = "tests/test_console.py::test_one_video_is_counted_in_the_singular"
+
 MUTANTS: list[Mutant] = [
     # --- precision
     Mutant("bf16-silently-fp32-on-cpu", EXTRACTOR,
-           'if self.precision == "fp32":', 'if self.precision == "fp32" or self.device.type == "cpu":', (BF16,)),
+           'if self.settings.precision == "fp32":',
+           'if self.settings.precision == "fp32" or self.device.type == "cpu":', (BF16,)),
     Mutant("fp16-runs-as-bf16", EXTRACTOR,
-           '"fp16": torch.float16}', '"fp16": torch.bfloat16}', (FP16,)),
+           "(torch.float32, torch.bfloat16, torch.float16)", "(torch.float32, torch.bfloat16, torch.bfloat16)",
+           (FP16,)),
     # --- show_pred
     Mutant("show-pred-neighbouring-label", PREDICTIONS,
            "| {labels[idx]}", "| {labels[idx - 1]}", (PRED_KNOWN,)),
@@ -120,44 +148,100 @@ MUTANTS: list[Mutant] = [
     Mutant("resize-source-index-without-half-pixel", PREPROCESS,
            "src = (scale * (dst + 0.5) - 0.5).clamp_(min=0.0)", "src = (scale * dst).clamp_(min=0.0)",
            (R18_OVERLAP,)),
-    Mutant("frames-left-in-bgr", "utils/video_decode.py",
-           "yield index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)", "yield index, frame_bgr.copy()",
-           (R18_OVERLAP,)),
+    # --- decoding and YUV -> RGB (the PyAV backend hands YUV taps; RGB is made on the device)
+    Mutant("frames-left-in-bgr", YUV,  # R and B swapped in the CPU conversion (swscale on the taps)
+           'return frame.to_ndarray(format="rgb24").reshape(n, h, w, 2, 3)[:, :, :, 0]',
+           'return frame.to_ndarray(format="rgb24").reshape(n, h, w, 2, 3)[:, :, :, 0, ::-1].copy()',
+           (YUV_DEVICE, H264_ORACLE)),
+    Mutant("yuv-u-and-v-swapped", YUV,
+           "np.copyto(cb.reshape(n, h, w), yuv[..., 1])", "np.copyto(cb.reshape(n, h, w), yuv[..., 2])",
+           (YUV_DEVICE, H264_ORACLE)),
+    Mutant("yuv-gpu-lookup-red-from-u", YUV,  # the GPU path: R read from (Y, U)
+           "torch.stack([r[y_hi | v],", "torch.stack([r[y_hi | u],", (YUV_DEVICE,)),
+    Mutant("yuv-cpu-fallback-lookup-red-from-u", YUV,  # where swscale's shortcut does not match the model
+           "out[..., 0] = t.r.take(y_hi | v)", "out[..., 0] = t.r.take(y_hi | u)", (YUV_DEVICE,)),
+    Mutant("yuv-limited-range-luma-offset-15", YUV,
+           "cy, oy = (cy * 255) // 219, 16 << 16", "cy, oy = (cy * 255) // 219, 15 << 16", (YUV_BT601,)),
+    Mutant("yuv-bt709-red-coefficient-off", YUV,
+           "1: (117489, 138438, 13975, 34925),", "1: (117498, 138438, 13975, 34925),", (YUV_BT709,)),
+    Mutant("yuvj-taken-as-limited-range", YUV,
+           'pix_fmt.startswith("yuvj") or color_range == AVCOL_RANGE_JPEG',
+           'color_range == AVCOL_RANGE_JPEG', (YUV_J_UNTAGGED, MJPEG_ORACLE)),
+    Mutant("opencv-frames-left-in-bgr", "utils/decoders/opencv_backend.py",
+           "Planes((cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB),))", "Planes((frame_bgr.copy(),))",
+           (f"{D}::test_display_rotation_is_ignored_by_default_and_applied_on_request",)),
     # --- windows
     Mutant("last-full-window-dropped", "utils/window_stream.py",
            "if end - 1 > last_seen:", "if end > last_seen:", (R18_OVERLAP,)),
-    Mutant("window-end-reported-inclusive", EXTRACTOR,
-           "i * self.step_size + self.stack_size) for i in range(num_windows)",
-           "i * self.step_size + self.stack_size - 1) for i in range(num_windows)", (SAVED,)),
-    Mutant("stack-and-step-swapped", EXTRACTOR,
-           "self.stack_size = self.record.stack_size if stack_size is None else int(stack_size)",
-           "self.stack_size = self.record.stack_size if stack_size is None else int(step_size or stack_size)",
+    Mutant("window-end-reported-inclusive", "utils/windows.py",
+           "return [(i * step_size, i * step_size + stack_size) for i in range(n)]",
+           "return [(i * step_size, i * step_size + stack_size - 1) for i in range(n)]", (SAVED,)),
+    Mutant("stack-and-step-swapped", SETTINGS,
+           "return (record.stack_size if self.stack_size is None else self.stack_size,",
+           "return (record.stack_size if self.stack_size is None else (self.step_size or self.stack_size),",
            (R18_OVERLAP,)),
     Mutant("r18-default-step-halved", ZOO,
            "stack_size=16,\n            step_size=16,", "stack_size=16,\n            step_size=8,",
            (R18_DEFAULT_STEP,)),
     Mutant("window-times-one-frame-late", "utils/metadata.py",
            "times_s = frames / fps", "times_s = (frames + 1) / fps", (SAVED,)),
-    # --- errors and timing
+    # --- multi-crop
+    Mutant("five-crop-top-right-and-bottom-left-swapped", CROPS_FILE,
+           "five = (CropBox(0, 0), CropBox(0, w - cw), CropBox(h - ch, 0),",
+           "five = (CropBox(0, 0), CropBox(h - ch, 0), CropBox(0, w - cw),", (CROP_ORDER,)),
+    Mutant("ten-crop-flip-missing", CROPS_FILE,
+           "CropBox(b.top, b.left, flipped=True) for b in five", "CropBox(b.top, b.left) for b in five",
+           (TEN_CROP_ORACLE,)),
+    # --- HDF5 sink and output names
+    Mutant("hdf5-complete-before-the-data", HDF5,
+           "ds = f.create_dataset(vid, data=features)",
+           "ds = f.create_dataset(vid, shape=features.shape, dtype=np.float32)\n"
+           "        ds.attrs[COMPLETE_ATTR] = np.int8(1)\n        f.flush()\n        ds[...] = features",
+           (HDF5_KILL,)),
+    Mutant("hdf5-no-flush-after-a-video", HDF5,
+           "        f.flush()\n        self._done.add(vid)", "        self._done.add(vid)", (HDF5_KILL,)),
+    Mutant("hdf5-resume-ignores-video-root", HDF5,
+           "        vid = video_id(video_path, self.video_root)\n        if vid not in self._done:",
+           "        vid = video_id(video_path)\n        if vid not in self._done:", (HDF5_MIRROR,)),
+    # --- provenance, list files, signals, settings, console
+    Mutant("provenance-ignores-precision", EXTRACTOR,
+           '            "precision": self.settings.precision,\n', "", (PROVENANCE_RERUN,)),
+    Mutant("provenance-ignores-decoder", EXTRACTOR,
+           '            "decoder": self.settings.decoder,\n', "", (PROVENANCE_RERUN,)),
+    Mutant("list-file-bom-not-stripped", "utils/path_list.py",
+           "        data = data[3:]\n", "        pass\n", (LIST_BOM,)),
+    Mutant("signal-exit-code-not-128-plus-signum", "utils/signals.py",
+           "self.exit_code = 128 + signum", "self.exit_code = 1", (SIGTERM,)),
     Mutant("settings-error-reraised-with-traceback", "utils/cli.py",
-           '        print(f"error: {exc}", file=stderr)\n        return EXIT_BAD_CONFIG\n\n    on_extraction',
-           '        print(f"error: {exc}", file=stderr)\n        raise\n\n    on_extraction', (ONE_ERROR_LINE,)),
+           '        print(f"error: {exc}", file=stderr)\n        return EXIT_BAD_CONFIG\n\n\nclass _tmp_folder',
+           '        print(f"error: {exc}", file=stderr)\n        raise\n\n\nclass _tmp_folder', (ONE_ERROR_LINE,)),
+    Mutant("settings-stack-size-0-accepted", SETTINGS,
+           "if value is not None and value < 1:", "if value is not None and value < 0:", (SETTINGS_ONE_LINE,)),
+    Mutant("plural-for-one", "utils/console.py",
+           "singular if count == 1 else", "singular if count == 0 else", (SINGULAR,)),
+    # --- errors and timing
     Mutant("stale-claim-waits-twice-stale_s", "utils/claims.py",
            "if age_s > self.stale_s:", "if age_s > 2 * self.stale_s:", (STALE_CLAIM,)),
     Mutant("time-limit-doubled", EXTRACTOR,
-           "time.monotonic() + self.video_timeout_s", "time.monotonic() + 2 * self.video_timeout_s", (TIME_LIMIT,)),
+           "else time.monotonic() + timeout_s", "else time.monotonic() + 2 * timeout_s", (TIME_LIMIT,)),
 ]
 
 
 def copy_tree(dst: Path) -> None:
-    """Tracked and untracked-but-not-ignored files of the work tree (no venvs, outputs, .git)."""
+    """Tracked and untracked-but-not-ignored files of the work tree (no venvs, outputs, .git).
+
+    Symbolic links are copied as links (``r21d_features -> .`` must stay a link, or imports fail).
+    """
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
         src = ROOT / rel
-        if src.is_file():
+        if src.is_symlink():  # e.g. ``r21d_features -> .``: the package imports itself through it
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
+            os.symlink(os.readlink(src), dst / rel)
+        elif src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel, follow_symlinks=False)
 
 
 def run_tests(scratch: Path, tests: tuple[str, ...], python: str, timeout_s: float) -> tuple[int, str, float]:

@@ -22,7 +22,7 @@ from tests.helpers import rel_err
 from tests.reference_oracle import decode_rgb24, reference
 R18 = "r2plus1d_18_16_kinetics"
 from r21d_features.utils.decoders import VideoDecodeError, open_video
-from r21d_features.utils.decoders.yuv import YuvForm, _lookup_torch, matches_swscale, rgb_tables, yuv_taps_to_rgb, yuv_to_rgb_numpy
+from r21d_features.utils.decoders.yuv import YuvForm, _lookup_numpy, _lookup_torch, matches_swscale, rgb_tables, yuv_taps_to_rgb, yuv_to_rgb_numpy
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 STACK = 4
@@ -237,3 +237,4 @@ def test_device_conversion_equals_the_model_on_every_path():
         want = yuv_to_rgb_numpy(taps[..., 0], taps[..., 1], taps[..., 2], form)
         assert np.array_equal(yuv_taps_to_rgb(torch.from_numpy(taps), form).numpy(), want)
         assert np.array_equal(_lookup_torch(torch.from_numpy(taps), rgb_tables(form)).numpy(), want)
+        assert np.array_equal(_lookup_numpy(taps, rgb_tables(form)), want)  # CPU fallback (no swscale match)

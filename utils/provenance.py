@@ -98,10 +98,14 @@ class ProvenanceSink:
 
     def stale_differences(self, video_path: str) -> list[str]:
         """What differs when a valid output made with other settings exists ([] otherwise)."""
-        if not self.path_for(video_path).is_file():
+        output = self.path_for(video_path)
+        if not output.is_file():
             return []
         diff = self.differences(video_path)
-        return diff if diff and self.sink.is_done(video_path) else []
+        # Features are written atomically after their record: a record beside a features file means
+        # a whole output made with those settings, even one the current settings would shape
+        # differently (crops); without a record, only an output that loads counts.
+        return diff if diff and (read_entries(output) is not None or self.sink.is_done(video_path)) else []
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         output = self.path_for(video_path)

@@ -49,6 +49,8 @@ def test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes(tmp_p
     cases = {
         ("stack_size=8", "precision=bf16"): ["stack_size=4 (now 8)", "precision=fp32 (now bf16)"],
         ("extraction_fps=5",): ["extraction_fps=null (now 5.0)"],
+        ("decoder=opencv",): ["decoder=pyav (now opencv)"],  # same file names and shapes, other numbers
+        ("crops=five",): ["crops=center (now five)"],  # same file names, other shape
         ("random_weights=false", f"checkpoint_path={checkpoints[MODEL]}"): ["weights=random (now sha256:"],
     }
     for change, named in cases.items():
