@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.workers import count_in_threads
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from r21d_features.models.r21d.zoo import get_record
 from r21d_features.utils.decoders import DECODERS, open_video
@@ -84,28 +84,9 @@ def decode_and_preprocess(path: str, decoder: str) -> int:
 
 def frames_per_s(paths: list[str], decoder: str, workers: int, repeat: int) -> tuple[float, float]:
     """Frames/s over ``repeat`` passes of ``paths``, ``workers`` videos at a time, and CPU ms per frame."""
-    todo = [p for _ in range(repeat) for p in paths]
-    lock = threading.Lock()
-    counts: list[int] = []
-
-    def work() -> None:
-        n = 0
-        while True:
-            with lock:
-                if not todo:
-                    break
-                path = todo.pop(0)
-            n += decode_and_preprocess(path, decoder)
-        counts.append(n)
-
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    t0, c0 = time.perf_counter(), time.process_time()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return sum(counts) / wall, 1e3 * cpu / sum(counts)
+    frames, wall_s, cpu_s = count_in_threads([p for _ in range(repeat) for p in paths], workers,
+                                             lambda p: decode_and_preprocess(p, decoder))
+    return frames / wall_s, 1e3 * cpu_s / frames
 
 
 def end_to_end(paths: list[str], extractor) -> tuple[float, float]:
