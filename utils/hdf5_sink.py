@@ -140,7 +140,7 @@ class Hdf5Sink:
         """Record ``entries`` on every dataset written, and count a video done only when a
         complete copy carries the same entries (see :mod:`utils.provenance`; HDF5 keeps them
         as an attribute instead of one record file per video)."""
-        self.provenance = json.dumps(json.loads(json.dumps(dict(entries))), sort_keys=True)
+        self.provenance = json.dumps(dict(entries), sort_keys=True)
         self._done, self._other, self._seen = set(), {}, {}
 
     def stale_differences(self, video_path: str) -> list[str]:
