@@ -122,13 +122,14 @@ def count_frames(path: Path) -> int:
     return frames
 
 
-def make_dataset(preset: str, out_dir: Path) -> list[Path]:
-    """Write the videos of ``preset`` into ``out_dir`` (kept if already there); returns their paths."""
+def make_dataset(preset: str, out_dir: Path, specs: list[VideoSpec] | None = None) -> list[Path]:
+    """Write the videos of ``preset`` (or the given ``specs``) into ``out_dir`` (kept if already
+    there); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     paths = []
-    for spec in preset_specs(preset):
+    for spec in specs if specs is not None else preset_specs(preset):
         path = out_dir / f"{spec.name}.mp4"
         if not (path.is_file() and manifest.get(spec.name, {}).get("num_frames") == spec.num_frames):
             log.info("writing %s (%d frames)", path, spec.num_frames)

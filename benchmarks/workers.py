@@ -46,6 +46,29 @@ class WorkerConfig:
     decode_workers: int | None = None
     channels_last: bool | None = None
     num_threads: int | None = None
+    # stand_in: the network is replaced by a near-free stand-in (the pipeline against the decode
+    # ceiling, as on a GPU much faster than the decoders); in_order: the previous pipeline
+    # (videos consumed in order, batches within a video), for before/after in one run.
+    stand_in: bool = False
+    in_order: bool = False
+
+
+class StandInNetwork(torch.nn.Module):
+    """Clips ``B x 3 x T x H x W`` -> ``B x 512``: one value of each clip, nearly free (a
+    network on a GPU much faster than the decoders costs the host about nothing)."""
+
+    def forward(self, clips_bcthw: torch.Tensor) -> torch.Tensor:
+        return clips_bcthw[:, :1, 0, 0, 0].expand(-1, 512).contiguous()
+
+
+class _InOrder:
+    """The extractor seen through its previous, in-order ``extract_many``."""
+
+    def __init__(self, extractor: R21DExtractor) -> None:
+        self.extractor = extractor
+
+    def extract_many(self, paths):  # noqa: ANN001, ANN201
+        return self.extractor.extract_many_in_order(paths)
 
 
 class NullSink:
@@ -121,6 +144,8 @@ class Worker:
                 channels_last=config.channels_last, checkpoint_path=config.checkpoint_path,
             )
             self.device = self.extractor.device
+            if config.stand_in:
+                self.extractor.network = StandInNetwork()
         elif config.mode == "naive":
             self.device = torch.device(config.device if torch.cuda.is_available() else "cpu")
             network = build_network(record)
@@ -149,7 +174,8 @@ class Worker:
         _reset_peak_rss()
         _reset_gpu_peak(self.device)
         cpu0, t0 = _cpu_s(), time.perf_counter()
-        summary = run_extraction(self.extractor, paths, NullSink(),
+        runner_view = _InOrder(self.extractor) if self.config.in_order else self.extractor
+        summary = run_extraction(runner_view, paths, NullSink(),
                                  on_result=lambda r: features.__setitem__(r.path, r.features), progress=False)
         _sync(self.device)
         seconds, cpu_s = time.perf_counter() - t0, _cpu_s() - cpu0
@@ -203,7 +229,7 @@ class Worker:
         decode_s = gather_s = blend_s = 0.0
         frames = 0
         for path in paths:
-            reader = open_video(path, self.extractor.decoder)
+            reader = open_video(path, self.extractor.settings.decoder)
             taps, gathered, yuv = None, [], None
             t = time.perf_counter()
             for _, planes in reader.frames():
@@ -259,8 +285,11 @@ def count_in_threads(paths: list[str], threads: int, count: Callable[[str], int]
 
 
 def decode_ceiling(paths: list[str], streams: int, decoder: str = "pyav") -> dict[str, Any]:
-    """Frames/s of decoding alone (frames as the pipeline reads them), ``streams`` videos at once."""
-    frames, wall_s, _ = count_in_threads(paths, streams, lambda p: sum(1 for _ in open_video(p, decoder).frames()))
+    """Frames/s of decoding alone (frames as the pipeline reads them, FFmpeg threads per video
+    bounded to the cores as the pipeline bounds them), ``streams`` videos at once."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, streams))
+    frames, wall_s, _ = count_in_threads(
+        paths, streams, lambda p: sum(1 for _ in open_video(p, decoder, threads=threads).frames()))
     return {"frames_per_s": frames / wall_s, "streams": streams}
 
 

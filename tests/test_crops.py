@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 
 from benchmarks.naive_reference import CROP_HW, MEAN, STD, RESIZE_HW, decode_all_rgb
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
-from r21d_features.models.r21d import extractor as extractor_module
+from r21d_features.models.r21d.host_blend import HostBlender
 from r21d_features.models.r21d.crops import crop_boxes, crop_region, cut_crops
 from r21d_features.models.r21d.zoo import get_record
 from tests.helpers import rel_err
@@ -42,7 +42,7 @@ def test_crop_positions_and_order_are_torchvisions():
     for crops, reference in (("five", TF.five_crop), ("ten", TF.ten_crop)):
         boxes = crop_boxes(crops, SPEC)
         assert crop_region(boxes, SPEC) == (0, 0, 128, 171)
-        got = cut_crops(frame, boxes, SPEC)[0]
+        got = cut_crops(frame.permute(0, 2, 3, 1), boxes, SPEC)[0].permute(0, 3, 1, 2)
         want = torch.stack(reference(frame[0], [112, 112]))
         assert got.shape == want.shape == (len(boxes), 3, 112, 112)
         assert torch.equal(got, want), crops
@@ -62,14 +62,16 @@ def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(c
                                                                                 monkeypatch):
     common = dict(device="cpu", checkpoint_path=str(checkpoints[R18]), stack_size=4, step_size=4, show_pred=True)
     extractor = R21DExtractor(R18, crops=crops, batch_size=batch, **common)
-    # The cost: every frame gathered once (one region for all crops), the crops batched as clips.
+    # The cost: every frame preprocessed once (one region for all crops; on a CPU the decode
+    # thread finishes it), the crops batched as clips.
     gathered, clip_batches = [], []
-    real_gather, real_network = extractor_module.gather_planes, extractor.network
-    monkeypatch.setattr(extractor_module, "gather_planes", lambda f, t: gathered.append(1) or real_gather(f, t))
+    real_blend, real_network = HostBlender.blend_into, extractor.network
+    monkeypatch.setattr(HostBlender, "blend_into",
+                        lambda self, p, out: gathered.append(out.shape) or real_blend(self, p, out))
     extractor.network = lambda clips: clip_batches.append(clips.shape[0]) or real_network(clips)
     result = extractor.extract_video(video)
     num_crops = 10 if crops == "ten" else 5
-    assert len(gathered) == 8  # 8 frames, each once
+    assert gathered == [(128, 171, 3)] * 8  # 8 frames, each once, the whole resized frame (all crops' region)
     assert clip_batches == ([10, 10] if crops == "ten" else [5, 5])  # batch_size counts clips: 1 window each
     want = naive_multicrop_features(load_network(R18, checkpoints[R18])[0], str(video), 4, 4, crops)
     assert result.features.dtype == np.float32 and result.features.shape == want.shape == (2, num_crops, 512)

@@ -72,7 +72,7 @@ def test_many_videos_decoded_ahead_match_naive_mode(checkpoints, naive_r18, make
     ]
     extractor = r18_extractor(checkpoints, stack_size=4, step_size=4, batch_size=3, decode_workers=2)
     results = dict(extractor.extract_many([str(v) for v in videos]))
-    assert list(results) == [str(v) for v in videos]
+    assert sorted(results) == sorted(str(v) for v in videos)  # in completion order
     for video in videos:
         got = results[str(video)].features
         want = naive_features(naive_r18, str(video), 4, 4)

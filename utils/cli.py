@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from .claims import ClaimBook
 from .console import video_heading, write_block
-from .errors import SettingsError, UserError
+from .errors import DeviceFailure, SettingsError, UserError
 from .output_paths import check_unique_outputs
 from .path_list import collect_video_paths, shard
 from .ffmpeg import sweep_partials
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 EXIT_BAD_CONFIG = 2
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, what a program killed by the closed pipe would give
 RESUME_HINT = "re-run the same command to resume"
+EXIT_DEVICE_FAILED = 3  # the device broke mid-run: the run stopped; the same command resumes
 
 
 class Extractor(Protocol):
@@ -178,6 +179,9 @@ def _run_cli(values: dict[str, Any], extractor_class_for: Callable[[str], Extrac
             extractor_settings, show_pred=extractor_settings.show_pred or run.save_plots))
         with _tmp_folder(extractor_settings.tmp_path, extractor.feature_type, extractor.model_name):
             return _run_local(run, extractor, extractor_settings.show_pred, paths, stdout, stderr)
+    except DeviceFailure as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_DEVICE_FAILED
     except UserError as exc:
         print(f"error: {exc}", file=stderr)
         return EXIT_BAD_CONFIG

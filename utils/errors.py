@@ -29,3 +29,10 @@ class SettingsError(UserError, ValueError):
 
 class VideoError(UserError):
     """One video cannot be extracted (decode, re-encode, limits); the others go on."""
+
+
+class DeviceFailure(UserError):
+    """The device cannot go on (a CUDA error that poisons the context, such as an illegal memory
+    access, or no kernel image for this GPU): the run stops at once, with this one line, and no
+    video is marked failed, since none of them is at fault. Running the same command again
+    resumes (in a fresh process, on a working device)."""

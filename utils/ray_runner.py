@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .errors import SettingsError
+from .errors import DeviceFailure, SettingsError
 from .console import plural
 from .metadata import METADATA_KEYS
 from .prefetch import default_decode_workers
@@ -49,6 +50,7 @@ from .provenance import with_provenance
 from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
 from .settings import setting
 from .sinks import make_sink, output_dir
+from .writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,7 @@ class ExtractionWorker:
         self._fatal: BaseException | None = None
         self._stopping = False
         self._t_last = time.perf_counter()  # when the previous video of this session finished
+        self.host = socket.gethostname()
         try:
             self.extractor = extractor_cls(extractor_settings)
             # Each actor its own sink: with save_hdf5 its own part file (one writer per file).
@@ -249,6 +252,8 @@ class ExtractionWorker:
         except queue.Empty:
             pass
         if self._fatal is not None and not outcomes:
+            if isinstance(self._fatal, DeviceFailure):  # the driver stops the run with this line
+                raise self._fatal
             raise RuntimeError(f"extraction thread stopped: {one_line_reason(self._fatal)}") from self._fatal
         return outcomes
 
@@ -265,11 +270,16 @@ class ExtractionWorker:
             self._fatal = exc
 
     def _run_session(self) -> None:
-        for path, result in self.extractor.extract_many(self._paths_to_extract()):
-            outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
-            now = time.perf_counter()
-            outcome.seconds, self._t_last = round(now - self._t_last, 3), now
-            self._outbox.put(outcome)
+        with ResultWriter(self._store) as writer:  # files are written off the device's thread
+            for path, result in self.extractor.extract_many(self._paths_to_extract()):
+                writer.submit(path, result)
+
+    def _store(self, path: str, result: object) -> None:
+        outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
+        now = time.perf_counter()
+        outcome.seconds, self._t_last = round(now - self._t_last, 3), now
+        outcome.host, outcome.pid = self.host, os.getpid()
+        self._outbox.put(outcome)
 
     def _paths_to_extract(self):  # noqa: ANN202 (generator of str)
         for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
@@ -277,6 +287,7 @@ class ExtractionWorker:
                 self._t_last = time.perf_counter()
             skipped = precheck(self.sink, path)
             if skipped is not None:
+                skipped.host, skipped.pid = self.host, os.getpid()
                 self._outbox.put(skipped)
             else:
                 yield path
@@ -347,6 +358,8 @@ class _RayRun:
         try:
             value = self.ray.get(ref)
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as exc:
+            if isinstance(getattr(exc, "cause", None), DeviceFailure):
+                raise exc.cause from None  # a broken GPU: stop the run, do not retry on it
             self._worker_died(slot, exc)
             return
         if not slot.started:
@@ -430,6 +443,28 @@ def death_reason(exc: BaseException) -> str:
     return " ".join(first.split()).rstrip(".")
 
 
+TOKEN_HINT = ("if the cluster uses token authentication (`RAY_AUTH_MODE=token ray start --head`), give this "
+              "driver its token: RAY_AUTH_TOKEN=<token>, RAY_AUTH_TOKEN_PATH=<file>, or the file ~/.ray/auth_token")
+
+
+def use_cluster_token(address: str | None, environ: dict = os.environ) -> bool:  # noqa: B006 (the process env)
+    """Joining a cluster (``address`` set) with a token at hand: turn on Ray's token mode for this driver.
+
+    A cluster started with ``RAY_AUTH_MODE=token ray start --head`` (the default of newer Ray)
+    refuses a driver that does not send the token, and Ray's driver only sends one in token
+    mode; it reads the token from ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``, or
+    ``~/.ray/auth_token``. An explicit ``RAY_AUTH_MODE`` is left alone. Returns True when enabled.
+    """
+    if address is None or "RAY_AUTH_MODE" in environ:
+        return False
+    path = environ.get("RAY_AUTH_TOKEN_PATH")
+    has_token = bool(environ.get("RAY_AUTH_TOKEN")) or (Path(path).is_file() if path else
+                                                        (Path.home() / ".ray" / "auth_token").is_file())
+    if has_token:
+        environ["RAY_AUTH_MODE"] = "token"
+    return has_token
+
+
 def run_on_ray(
     video_paths: Sequence[str],
     extractor_cls: Any,
@@ -460,12 +495,16 @@ def run_on_ray(
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        token_mode = use_cluster_token(ray_settings.ray_address)
         try:
             ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING)
-        except (ConnectionError, SystemExit) as exc:  # Ray exits when the GCS at the address never answers
+        except (ConnectionError, SystemExit, ray.exceptions.AuthenticationError) as exc:
+            # Ray exits when the GCS at the address never answers.
+            hint = (TOKEN_HINT if not token_mode or isinstance(exc, ray.exceptions.AuthenticationError)
+                    else "the token found was refused: check it is the cluster's")
             raise RaySetupError(
                 f"ray_address={ray_settings.ray_address!r}: cannot connect to a Ray cluster ({death_reason(exc)}); "
-                "start one with `ray start --head`, or set ray_address=null for a local one"
+                f"is `ray start --head` running there? {hint}; or set ray_address=null for a local one"
             ) from None
     try:
         nodes = [

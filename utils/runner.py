@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,11 @@ from tqdm import tqdm
 
 from .atomic import remove_temp_files
 from .claims import ClaimBook, ClaimOwner
-from .errors import UserError
 from .console import plural
 from .errors import UserError, VideoError
 from .safe_fs import display_path, input_problem, open_append_nofollow, output_name_problem
-from .sinks import Sink
+from .sinks import PrintSink, Sink
+from .writer import InputOrder, ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class VideoOutcome:
     frames: int | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    host: str = ""  # where the video was extracted (a Ray worker's host); empty: this process
+    pid: int | None = None
 
 
 @dataclass
@@ -111,8 +114,9 @@ class RunReport:
     def add(self, outcome: VideoOutcome) -> None:
         if self.path is None:
             return
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": self.host, "pid": os.getpid(),
-                  **asdict(outcome), **self.extra}
+        fields = asdict(outcome)
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": fields.pop("host") or self.host,
+                  "pid": fields.pop("pid") or os.getpid(), **fields, **self.extra}
         # Names that are not UTF-8 (Linux paths are bytes) are written as \udcXX escapes.
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         try:
@@ -253,13 +257,17 @@ class _Run:
         self.deferred: list[str] = []  # claimed by other workers: looked at again later
         self.holders: dict[str, ClaimOwner] = {}
         self.t_last = time.perf_counter()
+        # Printed output names no path: keep it in input order (results complete out of order).
+        self.in_order = on_result is not None or isinstance(sink, PrintSink)
+        self._lock = threading.Lock()  # outcomes come from the writer thread and from claimed()
 
     def record(self, outcome: VideoOutcome, counted: bool = True) -> None:
-        now = time.perf_counter()
-        if counted and outcome.status != "skipped":
-            outcome.seconds = round(now - self.t_last, 3)
-            self.t_last = now
-        self.log.add(outcome, counted=counted)
+        with self._lock:
+            now = time.perf_counter()
+            if counted and outcome.status != "skipped":
+                outcome.seconds = round(now - self.t_last, 3)
+                self.t_last = now
+            self.log.add(outcome, counted=counted)
 
     def claimed(self, paths: Iterable[str]) -> Iterator[str]:
         """The paths of ``paths`` this worker gets to extract; never waits for other workers."""
@@ -297,15 +305,27 @@ class _Run:
             yield path
 
     def extract(self, paths: Sequence[str]) -> None:
-        for path, result in self.extractor.extract_many(self.claimed(paths)):
-            outcome = store_result(path, result, self.sink, self.on_result, self.debug, self.with_metadata)
-            if self.claims is not None:
-                if outcome.status == "failed":
-                    self.claims.record_failure(path, outcome.reason)
-                else:
-                    self.claims.clear_failure(path)
-                self.claims.release(path)
-            self.record(outcome)
+        """Extract ``paths``; writing, claims and the report happen on a writer thread
+        (utils/writer.py), which finishes what it was handed even when this stops early."""
+        order = InputOrder() if self.in_order else None
+        todo = self.claimed(paths) if order is None else order.track(self.claimed(paths))
+        results = self.extractor.extract_many(todo)
+        if order is not None:
+            results = order.reorder(results)
+        with ResultWriter(self.store) as writer:
+            for path, result in results:
+                writer.submit(path, result)
+
+    def store(self, path: str, result: object) -> None:
+        """Write one result, settle its claim, record its outcome (the writer thread)."""
+        outcome = store_result(path, result, self.sink, self.on_result, self.debug, self.with_metadata)
+        if self.claims is not None:
+            if outcome.status == "failed":
+                self.claims.record_failure(path, outcome.reason)
+            else:
+                self.claims.clear_failure(path)
+            self.claims.release(path)
+        self.record(outcome)
 
     def wait_for_others(self) -> None:
         """Go back to videos other workers held until each is done, failed, or free to take."""

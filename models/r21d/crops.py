@@ -73,25 +73,26 @@ def crop_region(boxes: tuple[CropBox, ...], spec: Preprocessing) -> tuple[int, i
     return top, left, bottom - top, right - left
 
 
-def cut_crops(region_nchw: torch.Tensor, boxes: tuple[CropBox, ...], spec: Preprocessing) -> torch.Tensor:
-    """The resized region ``N x C x h x w`` (see :func:`crop_region`) -> crops ``N x K x C x 112 x 112``.
+def cut_crops(region_nhwc: torch.Tensor, boxes: tuple[CropBox, ...], spec: Preprocessing) -> torch.Tensor:
+    """The resized region ``N x h x w x C`` (see :func:`crop_region`) -> crops ``N x K x 112 x 112 x C``.
 
     Runs on the region's device; a flipped crop is a crop of the region flipped left-right,
-    as ``ten_crop`` flips the whole frame.
+    as ``ten_crop`` flips the whole frame. Channels stay last: a clip in the network's
+    channels-last layout is then one plain copy of a window.
     """
     top0, left0, _, region_w = crop_region(boxes, spec)
     ch, cw = spec.crop_hw
     frame_w = spec.resize_hw[1]
     if len(boxes) == 1 and not boxes[0].flipped:
-        return region_nchw.unsqueeze(1)  # the region is the crop
-    flipped = region_nchw.flip(-1) if any(b.flipped for b in boxes) else None
+        return region_nhwc.unsqueeze(1)  # the region is the crop
+    flipped = region_nhwc.flip(2) if any(b.flipped for b in boxes) else None
     views = []
     for b in boxes:
         if b.flipped:
             # Column c of the flipped frame is column frame_w - 1 - c of the original; the
             # flipped region starts at original column left0 + region_w - 1.
             left = b.left - (frame_w - left0 - region_w)
-            views.append(flipped[:, :, b.top - top0 : b.top - top0 + ch, left : left + cw])
+            views.append(flipped[:, b.top - top0 : b.top - top0 + ch, left : left + cw])
         else:
-            views.append(region_nchw[:, :, b.top - top0 : b.top - top0 + ch, b.left - left0 : b.left - left0 + cw])
+            views.append(region_nhwc[:, b.top - top0 : b.top - top0 + ch, b.left - left0 : b.left - left0 + cw])
     return torch.stack(views, dim=1)

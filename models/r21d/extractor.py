@@ -25,14 +25,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from r21d_features.utils.batcher import BufferPool
 from r21d_features.utils.console import plural
 from r21d_features.utils.errors import SettingsError, VideoError
 from r21d_features.utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
@@ -43,10 +45,13 @@ from r21d_features.utils.prefetch import DeadlinePassed, default_decode_workers,
 from r21d_features.utils.window_stream import WindowStream
 from r21d_features.utils.windows import is_frame_used, window_bounds
 
+from . import device_errors
+from .batching import run_batched
 from .builders import build_model
+from .host_blend import HostBlender
 from .crops import crop_boxes, crop_region, cut_crops
 from .crops import centre_index as crops_centre_index
-from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes
+from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes_into
 from .settings import PRECISIONS as PRECISION_NAMES
 from .settings import R21DSettings
 from .zoo import ModelRecord, get_record
@@ -112,10 +117,19 @@ class VideoFeatures:
 
 @dataclass(frozen=True)
 class _Chunk:
+    """Consecutive used frames of one video, as the decode thread leaves them.
+
+    ``data``: on a GPU each frame's gathered taps, ``n x 2h x 2w x 3`` uint8 (``h x w``: the
+    crops' region; RGB, or Y, U, V when ``yuv`` is set), finished on the device; on a CPU
+    (``blended``) each frame's normalised region already, ``n x h x w x 3`` float32.
+    """
+
     frame_indices: np.ndarray  # (n,) int64
-    taps_nhwc: torch.Tensor  # n x 2h x 2w x 3 uint8 (h x w: the crops' region), see preprocess.gather_planes
+    data: torch.Tensor
     crop_taps: CropTaps
-    yuv: YuvForm | None = None  # None: the taps are RGB; else Y, U, V to convert on the device
+    yuv: YuvForm | None = None
+    blended: bool = False
+    buffer: torch.Tensor | None = None  # the pool buffer `data` lives in, given back once read
 
 
 @dataclass
@@ -197,6 +211,11 @@ class R21DExtractor:
         self.tmp_dir = Path(settings.tmp_path) / self.feature_type / settings.model_name
         self.decode_workers = settings.decode_workers or default_decode_workers()
         self.device = resolve_device(settings.device)
+        # On a CPU each decode thread finishes its own frames (host_blend.py); on a GPU the
+        # decode threads only gather taps and the device does the arithmetic.
+        self.blend_on_host = self.device.type == "cpu"
+        self._batch_buffer: torch.Tensor | None = None  # forward_windows' input, reused
+        self._batch_lock = threading.Lock()
         if settings.precision == "fp16" and self.device.type == "cpu":
             log.warning("precision=fp16 on cpu is slow and barely supported; bf16 is the CPU choice")
         # channels_last_3d feeds cuDNN's and oneDNN's fast NDHWC kernels. Measured on a 2-core
@@ -208,7 +227,12 @@ class R21DExtractor:
         self.weights_id = model.weights_id
         self.labels = self.record.labels()
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotuning pays off at once
+            # Every batch has one shape (padded to batch_size, see batching.py): cuDNN tunes once,
+            # in the start-up probe, which also catches a GPU this torch has no kernels for.
+            torch.backends.cudnn.benchmark = True
+            clips = torch.zeros(self.windows_per_batch * self.num_crops, 3, self.stack_size,
+                                *self.record.preprocessing.crop_hw)
+            device_errors.probe(lambda: self.forward_clips(clips), self.device)
 
     def provenance(self) -> dict[str, Any]:
         """What the numbers depend on, recorded next to every saved output (:mod:`utils.provenance`).
@@ -246,15 +270,21 @@ class R21DExtractor:
         return features, logits
 
     # ------------------------------------------------------------------ decode side (worker threads)
-    def _chunks(self, video_path: str) -> Iterator[_VideoStart | _Chunk]:
+    def _chunks(self, video_path: str, pool: BufferPool | None = None,
+                cancelled: Callable[[], bool] = lambda: False) -> Iterator[_VideoStart | _Chunk]:
         """First a :class:`_VideoStart`, then frame chunks, for one video.
 
-        Stops with :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow
-        file frees its decode thread for the next video.
+        Each frame goes straight into a chunk buffer from ``pool`` (reused, pinned on a GPU;
+        without a pool a new one per chunk) as :class:`_Chunk` says: its taps (GPU) or its
+        finished region (CPU, :class:`HostBlender`). Stops with
+        :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow file frees its decode thread for the next video, and quietly once ``cancelled()``.
         """
         deadline = self._deadline()
+        if self.blend_on_host:
+            pool = None  # the finished frames outlive a chunk (windows are views): new buffers
         decoded_path = video_path
         tmp_file: Path | None = None
+        buffer: torch.Tensor | None = None
         if self.settings.extraction_fps is not None:
             # A name of its own: same-named videos of different folders (video_root) may be
             # re-encoded at the same time; the reference's name is given when it is kept.
@@ -264,14 +294,14 @@ class R21DExtractor:
             decoded_path = str(tmp_file)
         try:
             reader = open_video(decoded_path, self.settings.decoder, apply_rotation=self.settings.apply_rotation,
-                                max_frame_pixels=self.settings.max_frame_pixels)
+                                max_frame_pixels=self.settings.max_frame_pixels, threads=self._decoder_threads())
             start = _VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
             frame_shape: tuple[int, ...] = ()
             indices: list[int] = []
-            frames: list[np.ndarray] = []
-            yuv: YuvForm | None = None  # the colour form of the taps in `frames`
+            yuv: YuvForm | None = None  # the colour form of the taps in `buffer`
+            blender: HostBlender | None = None
             keep = lambda i: is_frame_used(i, self.stack_size, self.step_size)  # noqa: E731
             for index, planes in reader.frames(keep=keep):
                 start.frames_decoded[0] = index + 1
@@ -282,37 +312,117 @@ class R21DExtractor:
                 if taps is None:
                     frame_shape = (planes.height, planes.width)
                     taps = crop_taps(planes.height, planes.width, self.record.preprocessing, self.crop_region)
+                    blender = HostBlender(taps) if self.blend_on_host else None
                 elif (planes.height, planes.width) != frame_shape:
                     raise ValueError(
                         f"frame size changes mid-stream ({frame_shape} then {(planes.height, planes.width)} at "
                         f"frame {index}); re-encode the video to one size"
                     )
-                if frames and planes.yuv != yuv:  # one colour form per chunk
-                    yield self._make_chunk(indices, frames, taps, yuv)
-                    indices, frames = [], []
+                if indices and blender is None and planes.yuv != yuv:  # one colour form of taps per chunk
+                    chunk, buffer, indices = self._make_chunk(indices, buffer, taps, yuv, pool), None, []
+                    yield chunk
                 yuv = planes.yuv
+                if buffer is None:
+                    buffer = self._chunk_buffer(pool, cancelled)
+                    if buffer is None:  # cancelled while waiting for a free buffer
+                        return
+                if blender is not None:
+                    blender.blend_into(planes, buffer.numpy()[len(indices)])
+                else:
+                    gather_planes_into(planes, taps, buffer.numpy()[len(indices)])
                 indices.append(index)
-                frames.append(gather_planes(planes, taps))
-                if len(frames) == CHUNK_FRAMES:
-                    yield self._make_chunk(indices, frames, taps, yuv)
-                    indices, frames = [], []
-            if frames:
-                yield self._make_chunk(indices, frames, taps, yuv)
+                if len(indices) == CHUNK_FRAMES:
+                    chunk, buffer, indices = self._make_chunk(indices, buffer, taps, yuv, pool), None, []
+                    yield chunk
+            if indices:
+                chunk, buffer = self._make_chunk(indices, buffer, taps, yuv, pool), None
+                yield chunk
             start.info = reader.info  # the backend may have refined the count the container presents
         finally:
+            if buffer is not None and pool is not None and tuple(pool.shape) == tuple(buffer.shape):
+                pool.release(buffer)
             if tmp_file is not None and not self.settings.keep_tmp_files:
                 tmp_file.unlink(missing_ok=True)
             elif tmp_file is not None and tmp_file.exists():
                 os.replace(tmp_file, reencoded_path(self.tmp_dir, video_path))
 
-    def _make_chunk(self, indices: list[int], taps_hwc: list[np.ndarray], taps: CropTaps,
-                    yuv: YuvForm | None) -> _Chunk:
-        taps_nhwc = torch.from_numpy(np.stack(taps_hwc))
-        if self.device.type == "cuda":
-            taps_nhwc = taps_nhwc.pin_memory()  # lets the copy to the GPU run asynchronously
-        return _Chunk(np.asarray(indices), taps_nhwc, taps, yuv)
+    def _decoder_threads(self) -> int:
+        """FFmpeg threads per open video: the cores shared by the decoders running at once."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.decode_workers))
+
+    @property
+    def chunk_layout(self) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape and dtype of a chunk buffer (see :class:`_Chunk`): ``CHUNK_FRAMES x h x w x 3``
+        float32 on a CPU, ``CHUNK_FRAMES x 2h x 2w x 3`` uint8 on a GPU (``h x w``: the crops' region)."""
+        _, _, h, w = self.crop_region
+        if self.blend_on_host:
+            return (CHUNK_FRAMES, h, w, 3), torch.float32
+        return (CHUNK_FRAMES, 2 * h, 2 * w, 3), torch.uint8
+
+    def _chunk_buffer(self, pool: BufferPool | None, cancelled: Callable[[], bool]) -> torch.Tensor | None:
+        """A chunk buffer: from ``pool`` (reused, pinned on a GPU), else a new one; None once
+        ``cancelled()`` while waiting for a free one."""
+        if pool is not None:
+            return pool.acquire(cancelled)
+        shape, dtype = self.chunk_layout
+        buffer = torch.empty(shape, dtype=dtype)
+        return buffer.pin_memory() if self.device.type == "cuda" else buffer
+
+    def _make_chunk(self, indices: list[int], buffer: torch.Tensor, taps: CropTaps, yuv: YuvForm | None,
+                    pool: BufferPool | None) -> _Chunk:
+        return _Chunk(np.asarray(indices), buffer[: len(indices)], taps, None if self.blend_on_host else yuv,
+                      self.blend_on_host, buffer if pool is not None else None)
 
     # ------------------------------------------------------------------ model side (caller thread)
+    def chunk_frames(self, chunk: _Chunk, device_taps: CropTaps) -> torch.Tensor:
+        """A chunk's frames as the windows take them: ``n x K x 112 x 112 x 3`` float32 on the
+        device (``K`` crops); ``device_taps``: the chunk's taps on the device. Once this returns,
+        the chunk's buffer may be reused (on a GPU: once the copy queued here has run)."""
+        data = chunk.data.to(self.device, non_blocking=True)
+        if not chunk.blended:  # (a blended chunk never lives in a pool buffer: see _chunks)
+            if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
+                data = yuv_taps_to_rgb(data, chunk.yuv)
+            data = blend_taps(data, device_taps)
+        return cut_crops(data, self.crop_boxes, self.record.preprocessing)
+
+    def forward_windows(self, windows_tkhwc: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Windows (each ``T x K x 112 x 112 x 3``) -> features ``n x K x D`` and the centre crop's
+        logits ``n x classes`` (None unless ``show_pred``), on the device.
+
+        The batch is padded to ``windows_per_batch`` windows: the network always sees one
+        shape (no cuDNN autotuning per new shape), so a window's features are the same bit
+        for bit whichever windows share its batch. The windows are copied once, straight
+        into the network's ``(B * K) x C x T x H x W`` clips, channels last (``T x H x W x C``
+        in memory, the frames' own layout: a plain copy).
+        """
+        n, size, k = len(windows_tkhwc), self.windows_per_batch, self.num_crops
+        t, _, h, w, c = windows_tkhwc[0].shape
+        with self._batch_lock:
+            clips = self._batch_buffer
+            if clips is None or clips.shape != (size * k, c, t, h, w) or clips.device != windows_tkhwc[0].device:
+                # One buffer for the run, in the layout forward_clips wants (no second copy there).
+                memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+                clips = torch.empty((size * k, c, t, h, w), device=windows_tkhwc[0].device, memory_format=memory_format)
+                self._batch_buffer = clips
+            clips_bkcthw = clips.view(size, k, c, t, h, w)
+            on_cpu = clips.device.type == "cpu"
+            for clip_kcthw, window_tkhwc in zip(clips_bkcthw, windows_tkhwc):
+                window_kcthw = window_tkhwc.permute(1, 4, 0, 2, 3)
+                if on_cpu:  # numpy copies on this thread: waking torch's thread team, whose cores
+                    np.copyto(clip_kcthw.numpy(), window_kcthw.numpy())  # are decoding, costs more
+                else:
+                    clip_kcthw.copy_(window_kcthw)
+            if n < size:  # padding rows (their outputs are dropped)
+                if on_cpu:
+                    clips_bkcthw[n:].numpy().fill(0.0)
+                else:
+                    clips_bkcthw[n:].zero_()
+            features, logits = self.forward_clips(clips)
+        features = features.view(size, k, -1)[:n]
+        if logits is not None:  # show_pred and plots: the centre crop
+            logits = logits.view(size, k, -1)[:n, self.centre_crop or 0]
+        return features, logits
+
     def _deadline(self) -> float | None:
         """``time.monotonic()`` by which the video that starts now must be done (None: no limit).
 
@@ -349,15 +459,13 @@ class R21DExtractor:
         feats: list[torch.Tensor] = []
         logits: list[torch.Tensor] = []
 
-        def run_batch(windows_tkchw: list[torch.Tensor]) -> None:
-            # B x T x K x C x H x W -> (B * K) x C x T x H x W: the crops are more clips.
-            clips_bkcthw = torch.stack(windows_tkchw).permute(0, 2, 3, 1, 4, 5)
-            f, lg = self.forward_clips(clips_bkcthw.flatten(0, 1))
+        def run_batch(windows_tkhwc: list[torch.Tensor]) -> None:
+            f, lg = self.forward_windows(windows_tkhwc)
             # Kept on the device until the video ends: a copy to the host here would make
             # the caller wait for every batch instead of queueing the next one.
-            feats.append(f.view(len(windows_tkchw), self.num_crops, -1))
-            if lg is not None:  # show_pred and plots: the centre crop
-                logits.append(lg.view(len(windows_tkchw), self.num_crops, -1)[:, self.centre_crop or 0])
+            feats.append(f)
+            if lg is not None:
+                logits.append(lg)
 
         device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
         for chunk in chunks:
@@ -366,19 +474,24 @@ class R21DExtractor:
                 raise DeadlinePassed
             if device_taps is None:
                 device_taps = chunk.crop_taps.to(self.device)
-            taps_nhwc = chunk.taps_nhwc.to(self.device, non_blocking=True)
-            if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
-                taps_nhwc = yuv_taps_to_rgb(taps_nhwc, chunk.yuv)
-            region = blend_taps(taps_nhwc, device_taps)
-            frames_nkchw = cut_crops(region, self.crop_boxes, self.record.preprocessing)
-            for _, window in stream.push(chunk.frame_indices, frames_nkchw):
+            frames_nkhwc = self.chunk_frames(chunk, device_taps)
+            for _, window in stream.push(chunk.frame_indices, frames_nkhwc):
                 pending.append(window)
                 if len(pending) == self.windows_per_batch:
                     run_batch(pending)
                     pending = []
         if pending:
             run_batch(pending)
+        return self._result(
+            video_path, start, stream.next_window,
+            torch.cat(feats).cpu().numpy() if feats else None,
+            torch.cat(logits).cpu().numpy() if logits else None,
+        )
 
+    def _result(self, video_path: str, start: _VideoStart, num_windows: int, features: np.ndarray | None,
+                logits: np.ndarray | None) -> VideoFeatures:
+        """The :class:`VideoFeatures` of a decoded video from its ``num_windows`` rows (host arrays,
+        None when there was no window); raises for a video with no frame or a window miscount."""
         num_frames = start.frames_decoded[0]
         if num_frames == 0:
             raise VideoDecodeError("no decodable video frames (audio-only, truncated or corrupt file)")
@@ -387,7 +500,6 @@ class R21DExtractor:
         if shortfall:
             warnings.append(shortfall)
         bounds = window_bounds(num_frames, self.stack_size, self.step_size)
-        num_windows = stream.next_window
         if num_windows != len(bounds):
             raise RuntimeError(f"{num_windows} windows were cut from {num_frames} frames, expected {len(bounds)}")
         if num_windows == 0:
@@ -397,19 +509,18 @@ class R21DExtractor:
             )
         for warning in warnings:
             log.warning("%s: %s", video_path, warning)
-        features = (
-            torch.cat(feats).cpu().numpy().astype(np.float32, copy=False).reshape(-1, *self.feature_shape)
-            if feats else np.zeros((0, *self.feature_shape), dtype=np.float32)
-        )
+        if features is None:
+            features = np.zeros((0, *self.feature_shape), dtype=np.float32)
+        features = features.reshape(-1, *self.feature_shape)
+        if logits is None and self.settings.show_pred:
+            logits = np.zeros((0, self.record.num_classes), np.float32)
         return VideoFeatures(
             path=video_path,
-            features=features,
+            features=features.astype(np.float32, copy=False),
             window_bounds=bounds,
             fps=start.info.fps,
             num_frames=num_frames,
-            logits=torch.cat(logits).cpu().numpy() if logits else (
-                np.zeros((0, self.record.num_classes), np.float32) if self.settings.show_pred else None
-            ),
+            logits=logits,
             warnings=warnings,
             stack_size=self.stack_size,
             step_size=self.step_size,
@@ -427,10 +538,18 @@ class R21DExtractor:
         return self.extract_video(video_path).as_dict()
 
     def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
-        """``(path, result or exception)`` for each path, in order, decoding ahead in parallel.
+        """``(path, result or exception)`` for each path, **in completion order**.
 
-        A failing video yields its exception and the others go on.
+        ``decode_workers`` videos decode at once, each on its own thread; batches take windows
+        from all of them (utils/batcher.py), padded to ``batch_size``, so features are the same
+        bit for bit whatever the interleaving. A failing video yields its exception and the
+        others go on; a fatal device error raises :class:`~utils.errors.DeviceFailure`.
         """
+        return run_batched(self, video_paths)
+
+    def extract_many_in_order(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
+        """The previous pipeline, kept for side-by-side benchmarks: videos consumed strictly in
+        order, each decoder at most ``MAX_QUEUED_CHUNKS`` ahead, batches within one video."""
         for path, producer in prefetch_in_order(
             video_paths, lambda p: self._chunks(p), self.decode_workers, MAX_QUEUED_CHUNKS
         ):

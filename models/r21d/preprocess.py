@@ -94,26 +94,57 @@ def gather_taps(frame_hwc: np.ndarray, taps: CropTaps) -> np.ndarray:
     return frame_hwc.take(taps.rows, axis=0).take(taps.cols, axis=1)
 
 
+def tap_columns(taps: CropTaps, bgr: bool = False) -> np.ndarray:
+    """Flat indices into a frame row of ``W x 3`` bytes that pick the tap columns' pixels in RGB
+    order: ``(2w * 3,)`` int64. With ``bgr`` the frame is BGR and the channels are reversed by
+    the same gather, so no full-frame colour conversion is needed."""
+    channels = np.array([2, 1, 0] if bgr else [0, 1, 2], dtype=np.int64)
+    return (taps.cols[:, None] * 3 + channels).ravel()
+
+
+def gather_taps_into(frame_hwc: np.ndarray, taps: CropTaps, columns: np.ndarray, out_hwc: np.ndarray) -> None:
+    """Like :func:`gather_taps`, written into ``out_hwc`` (``2h x 2w x 3`` uint8, e.g. a row of a
+    reused pinned buffer); ``columns`` from :func:`tap_columns` (which also sets the channel order)."""
+    rows = frame_hwc.take(taps.rows, axis=0).reshape(len(taps.rows), -1)
+    # mode="clip" writes into `out` directly (mode="raise" would go through a temporary).
+    np.take(rows, columns, axis=1, out=out_hwc.reshape(len(taps.rows), -1), mode="clip")
+
+
 def gather_planes(planes: Planes, taps: CropTaps) -> np.ndarray:
-    """One decoded frame -> its taps ``2c x 2c x 3`` uint8: RGB, or (Y, U, V) when ``planes.yuv`` is set.
+    """One decoded frame -> its taps ``2h x 2w x 3`` uint8: RGB, or (Y, U, V) when ``planes.yuv`` is set.
+    See :func:`gather_planes_into`."""
+    out = np.empty((len(taps.rows), len(taps.cols), 3), np.uint8)
+    gather_planes_into(planes, taps, out)
+    return out
+
+
+def gather_planes_into(planes: Planes, taps: CropTaps, out_hwc: np.ndarray) -> None:
+    """:func:`gather_planes` written straight into ``out_hwc`` (``2h x 2w x 3`` uint8, e.g. a row
+    of a reused pinned buffer whose shape comes from ``taps``).
 
     For YUV frames each luma tap gets the chroma sample swscale would pair with it
     (row ``r >> chroma_vshift``, column ``c >> 1``), so the device can convert the taps
     to exactly the RGB a whole-frame conversion would give at those pixels.
     """
+    if out_hwc.shape != (len(taps.rows), len(taps.cols), 3):
+        raise ValueError(f"tap buffer {tuple(out_hwc.shape)} does not fit taps {len(taps.rows)}x{len(taps.cols)}x3")
     if planes.yuv is None:
-        return gather_taps(planes.arrays[0], taps)
+        frame = planes.arrays[0]
+        if frame.flags.c_contiguous and frame.ndim == 3 and frame.shape[2] == 3:
+            gather_taps_into(frame, taps, tap_columns(taps), out_hwc)
+        else:
+            out_hwc[...] = gather_taps(frame, taps)
+        return
     y, u, v = planes.arrays
-    out = np.empty((len(taps.rows), len(taps.cols), 3), np.uint8)
-    out[..., 0] = y.take(taps.rows, axis=0).take(taps.cols, axis=1)
+    out_hwc[..., 0] = y.take(taps.rows, axis=0).take(taps.cols, axis=1)
     chroma_rows, chroma_cols = taps.rows >> planes.yuv.chroma_vshift, taps.cols >> 1
-    out[..., 1] = u.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
-    out[..., 2] = v.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
-    return out
+    out_hwc[..., 1] = u.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
+    out_hwc[..., 2] = v.take(chroma_rows, axis=0).take(chroma_cols, axis=1)
 
 
 def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
-    """Gathered taps ``N x 2h x 2w x 3`` uint8 -> the normalised region ``N x 3 x h x w`` float32.
+    """Gathered taps ``N x 2h x 2w x 3`` uint8 -> the normalised region ``N x h x w x 3`` float32
+    (channels last, the layout the pipeline keeps up to the network's channels-last clips).
 
     Runs on the device of ``taps_nhwc``, where ``taps`` must be too; ``h x w`` is the region
     of :func:`crop_taps` (the 112 x 112 centre crop by default).
@@ -129,7 +160,7 @@ def blend_taps(taps_nhwc: torch.Tensor, taps: CropTaps) -> torch.Tensor:
     upper = upper[:, :, :crop_w] * col_w[0] + upper[:, :, crop_w:] * col_w[1]
     lower = lower[:, :, :crop_w] * col_w[0] + lower[:, :, crop_w:] * col_w[1]
     crops_nhwc = upper * row_w[0] + lower * row_w[1]
-    return ((crops_nhwc - taps.mean_rgb) / taps.std_rgb).permute(0, 3, 1, 2).contiguous()
+    return (crops_nhwc - taps.mean_rgb) / taps.std_rgb
 
 
 def preprocess_frames(frames_nhwc: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
@@ -145,4 +176,4 @@ def preprocess_frames(frames_nhwc: torch.Tensor, spec: Preprocessing) -> torch.T
     taps = crop_taps(frames_nhwc.shape[1], frames_nhwc.shape[2], spec).to(frames_nhwc.device)
     rows = torch.from_numpy(taps.rows).to(frames_nhwc.device)
     cols = torch.from_numpy(taps.cols).to(frames_nhwc.device)
-    return blend_taps(frames_nhwc[:, rows[:, None], cols[None, :]], taps)
+    return blend_taps(frames_nhwc[:, rows[:, None], cols[None, :]], taps).permute(0, 3, 1, 2).contiguous()

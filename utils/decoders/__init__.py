@@ -35,16 +35,17 @@ class VideoReader(Protocol):
 
 
 def open_video(path: str | os.PathLike, backend: str = "pyav", apply_rotation: bool = False,
-               max_frame_pixels: int | None = None) -> VideoReader:
-    """Open ``path`` with ``backend`` (one of :data:`DECODERS`); raises :class:`VideoDecodeError`."""
+               max_frame_pixels: int | None = None, threads: int | None = None) -> VideoReader:
+    """Open ``path`` with ``backend`` (one of :data:`DECODERS`); raises :class:`VideoDecodeError`.
+    ``threads``: FFmpeg decoding threads for this file (None: the backend's default)."""
     if backend == "pyav":
         from .pyav_backend import PyAVReader
 
-        return PyAVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels)
+        return PyAVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels, threads=threads)
     if backend == "opencv":
         from .opencv_backend import OpenCVReader
 
-        return OpenCVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels)
+        return OpenCVReader(path, apply_rotation=apply_rotation, max_frame_pixels=max_frame_pixels, threads=threads)
     raise ValueError(f"decoder={backend!r} is unknown; allowed: {', '.join(DECODERS)}")
 
 

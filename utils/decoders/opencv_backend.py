@@ -39,12 +39,15 @@ class OpenCVReader:
     """
 
     def __init__(
-        self, path: str | os.PathLike, apply_rotation: bool = False, max_frame_pixels: int | None = None
+        self, path: str | os.PathLike, apply_rotation: bool = False, max_frame_pixels: int | None = None,
+        threads: int | None = None,
     ) -> None:
         check_readable_file(path)
         self.path = str(path)
         with utf8_openable(self.path) as openable:  # a Linux name of raw bytes would crash OpenCV
-            self._cap = cv2.VideoCapture(openable, cv2.CAP_FFMPEG)
+            # threads: FFmpeg's decoding threads for this capture (default: OpenCV's, one per core).
+            params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, max(1, int(threads))]
+            self._cap = cv2.VideoCapture(openable, cv2.CAP_FFMPEG, params)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoDecodeError(

@@ -56,9 +56,12 @@ class PyAVReader:
     """
 
     def __init__(self, path: str | os.PathLike, apply_rotation: bool = False,
-                 max_frame_pixels: int | None = None) -> None:
+                 max_frame_pixels: int | None = None, threads: int | None = None) -> None:
         check_readable_file(path)
         self.path = os.fspath(path)
+        # FFmpeg decoding threads for this file (default: one per core, up to MAX_DECODE_THREADS);
+        # the pipeline passes the cores shared by the videos decoding at once.
+        self._threads = decode_threads() if threads is None else max(1, min(MAX_DECODE_THREADS, int(threads)))
         self.apply_rotation = apply_rotation
         self.max_frame_pixels = max_frame_pixels
         self._file = open(self.path, "rb")
@@ -87,7 +90,7 @@ class PyAVReader:
             raise VideoDecodeError(f"video codec {name!r} cannot be decoded by this FFmpeg build; "
                                    "re-encode the file (e.g. to H.264)")
         stream.thread_type = "AUTO"
-        stream.thread_count = decode_threads()
+        stream.thread_count = self._threads
         return stream
 
     def _read_info(self) -> VideoInfo:
