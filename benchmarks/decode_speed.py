@@ -5,19 +5,22 @@
     python -m benchmarks.decode_speed bench_out/videos/decode --end-to-end --decoders opencv pyav --rounds 3
     python -m benchmarks.decode_speed bench_out/videos/decode --peak-rss 10
 
-"Decode + preprocess" is what the extractor does before the network: decode every frame,
-gather the crop's taps on the decode thread, then (chunks of 32 frames) convert YUV taps
-to RGB where the backend gave YUV, blend and normalise with torch on the CPU. ``workers``
-videos are processed at once on threads, as ``decode_workers`` does. The backends
-alternate within each round, so a busy machine slows both alike. Prints a Markdown table:
-median frames/s (wall) with each round's, and the median CPU milliseconds per frame
-(the whole process's user + system time: the number least moved by other processes).
+"Decode + preprocess" is what the extractor does before the network. ``opencv`` and ``pyav``
+are the product's own code on a CPU (``R21DExtractor._chunks`` + ``chunk_frames`` with that
+``decoder``): decode every used frame and finish it in the decode thread (YUV or RGB ->
+normalised 112 x 112 region in one compiled pass, models/r21d/host_blend.py). Two earlier
+paths are kept to compare old and new in one run: ``opencv-old`` is the OpenCV path the
+decoder issue measured against (OpenCV decode + whole-frame BGR -> RGB, tap gather, then
+torch blend + normalise in chunks of 32 frames), ``pyav-taps`` the first PyAV path (YUV taps
+gathered, converted to RGB by swscale on the taps, torch blend). ``workers`` videos are
+processed at once on threads, as ``decode_workers`` does. The paths alternate within each
+round, so a busy machine slows all alike. Prints a Markdown table: median frames/s (wall)
+with each round's, and the median CPU milliseconds per frame (the whole process's user +
+system time: the number least moved by other processes).
 
-``pyav-lut`` is the PyAV path as first merged (YUV taps converted by numpy table lookups),
-kept here to compare old and new in one run. Torch runs the blend on ``--torch-threads``
-threads (default 1): both backends do the same blend, and on a loaded 2-core machine a
-2-thread OpenMP team waits for its descheduled thread (4-7 ms a frame instead of 0.3-0.4
-measured here), which would bury the decoders' difference under noise.
+Torch runs the old paths' blend on ``--torch-threads`` threads (default 1): on a loaded
+2-core machine a 2-thread OpenMP team waits for its descheduled thread (4-7 ms a frame
+instead of 0.3-0.4), which would bury the decoders' difference under noise.
 
 ``--end-to-end``: the extractor itself (random weights, CPU, ``extract_many`` over each
 group's videos, default settings but ``decoder``), backends alternating. ``--peak-rss N``:
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,28 +47,52 @@ from benchmarks.workers import count_in_threads
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from r21d_features.models.r21d.zoo import get_record
 from r21d_features.utils.decoders import DECODERS, open_video
-from r21d_features.utils.decoders.yuv import _lookup_numpy, rgb_tables, yuv_taps_to_rgb
+from r21d_features.utils.decoders.yuv import yuv_taps_to_rgb
 
 CHUNK_FRAMES = 32
-VARIANTS = {"pyav-lut": "pyav"}  # benchmark-only paths -> the backend they decode with
+OLD_PATHS = {"opencv-old": "opencv", "pyav-taps": "pyav"}  # earlier paths -> the backend they decode with
 MODEL = "r2plus1d_18_16_kinetics"
+_extractors: dict = {}
+
+
+def extractor_for(decoder: str):  # noqa: ANN201
+    """One CPU extractor (random weights) per decoder, shared by the threads."""
+    if decoder not in _extractors:
+        from r21d_features.models.r21d.extractor import R21DExtractor
+
+        _extractors[decoder] = R21DExtractor(MODEL, device="cpu", random_weights=True, decoder=decoder)
+    return _extractors[decoder]
 
 
 def decode_and_preprocess(path: str, decoder: str) -> int:
-    """Frames of ``path`` through decode, tap gathering, colour conversion, blend and normalise."""
+    """Frames of ``path`` decoded and made ready for the windows, by the path named ``decoder``."""
+    if decoder in OLD_PATHS:
+        return old_decode_and_preprocess(path, decoder)
+    extractor, frames, taps = extractor_for(decoder), 0, None
+    chunks = extractor._chunks(path)
+    next(chunks)  # the video's start record
+    for chunk in chunks:
+        if taps is None:
+            taps = chunk.crop_taps.to(extractor.device)
+        extractor.chunk_frames(chunk, taps)
+        frames += len(chunk.frame_indices)
+    return frames
+
+
+def old_decode_and_preprocess(path: str, decoder: str) -> int:
+    """An earlier path (see the module docstring): decode, tap gathering, colour conversion, torch
+    blend and normalise in chunks."""
     spec = get_record(MODEL).preprocessing
     taps, device_taps, chunk, yuv, frames = None, None, [], None, 0
-    convert = ((lambda x, form: torch.from_numpy(_lookup_numpy(x.numpy(), rgb_tables(form))))
-               if decoder == "pyav-lut" else yuv_taps_to_rgb)
 
     def flush() -> None:
         x = torch.from_numpy(np.stack(chunk))
         if yuv is not None:
-            x = convert(x, yuv)
+            x = yuv_taps_to_rgb(x, yuv)
         blend_taps(x, device_taps)
         chunk.clear()
 
-    for _, planes in open_video(path, VARIANTS.get(decoder, decoder)).frames():
+    for _, planes in open_video(path, OLD_PATHS[decoder]).frames():
         if taps is None:
             taps = crop_taps(planes.height, planes.width, spec)
             device_taps = taps.to("cpu")
@@ -103,7 +129,7 @@ def end_to_end(paths: list[str], extractor) -> tuple[float, float]:
 
 def peak_rss_gb(path: str) -> float:
     """Peak RSS (GB) of a fresh process extracting ``path`` (random weights, CPU, defaults)."""
-    code = (f"from models.r21d.extractor import R21DExtractor; import resource\n"
+    code = (f"from r21d_features.models.r21d.extractor import R21DExtractor; import resource\n"
             f"R21DExtractor({MODEL!r}, device='cpu', random_weights=True).extract({path!r})\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
@@ -147,12 +173,12 @@ def print_table(groups: dict[str, list[str]], decoders: list[str], workers: list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", help="folder of videos; grouped by the name's prefix before '_' (e.g. 720p)")
-    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=[*DECODERS, *VARIANTS])
+    parser.add_argument("--decoders", nargs="+", default=["opencv-old", *DECODERS], choices=[*OLD_PATHS, *DECODERS])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--groups", nargs="+", default=None, help="only these groups (e.g. 720p 1080p)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=2, help="passes over each group's videos per measurement")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for the blend (see above)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for the old paths' blend (see above)")
     parser.add_argument("--end-to-end", action="store_true", help="time the extractor instead (see above)")
     parser.add_argument("--peak-rss", type=int, default=0, metavar="N",
                         help="peak RSS of a group's first video and of it N times over (see above)")
@@ -164,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             groups[group].append(str(path))
     print(f"load average before: {load()}")
     if args.peak_rss:
-        print(f"| video | frames x | peak RSS GB |\n|---|---|---|")
+        print("| video | frames x | peak RSS GB |\n|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for group, paths in groups.items():
                 for times, path in ((1, paths[0]), (args.peak_rss, repeated_video(paths[0], args.peak_rss, tmp))):
@@ -175,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.end_to_end:
         from r21d_features.models.r21d.extractor import R21DExtractor
 
-        extractors = {d: R21DExtractor(MODEL, device="cpu", random_weights=True, decoder=d) for d in args.decoders}
+        decoders = [d for d in args.decoders if d in DECODERS]  # the product's paths only
+        extractors = {d: R21DExtractor(MODEL, device="cpu", random_weights=True, decoder=d) for d in decoders}
         for paths in groups.values():  # warm up
-            for d in args.decoders:
+            for d in decoders:
                 end_to_end(paths[:1], extractors[d])
         for r in range(args.rounds):
             for group, paths in groups.items():
-                for d in (args.decoders if r % 2 == 0 else args.decoders[::-1]):
+                for d in (decoders if r % 2 == 0 else decoders[::-1]):
                     results[group, 0, d].append(end_to_end(paths, extractors[d]))
-        print_table(groups, args.decoders, [0], results)
+        print_table(groups, decoders, [0], results)
         print(f"load average after: {load()}")
         return 0
     torch.set_num_threads(args.torch_threads)

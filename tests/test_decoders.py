@@ -138,7 +138,7 @@ def test_display_rotation_is_ignored_by_default_and_applied_on_request(tmp_path,
     stored = [p for _, p in open_video(rotated).frames()]
     assert (stored[0].height, stored[0].width) == (48, 64)
     upright = [p.arrays[0] for _, p in open_video(rotated, apply_rotation=True).frames()]
-    by_opencv = [p.arrays[0] for _, p in open_video(rotated, "opencv", apply_rotation=True).frames()]
+    by_opencv = [p.rgb() for _, p in open_video(rotated, "opencv", apply_rotation=True).frames()]
     assert upright[0].shape == by_opencv[0].shape == (64, 48, 3)
     assert np.abs(upright[0].astype(int) - by_opencv[0]).mean() < 3  # same turn (OpenCV's own YUV->RGB rounding)
 
@@ -236,5 +236,5 @@ def test_device_conversion_equals_the_model_on_every_path():
     for form in [YuvForm(1, 2, False), YuvForm(1, 1, True), YuvForm(0, 9, False)]:
         want = yuv_to_rgb_numpy(taps[..., 0], taps[..., 1], taps[..., 2], form)
         assert np.array_equal(yuv_taps_to_rgb(torch.from_numpy(taps), form).numpy(), want)
-        assert np.array_equal(_lookup_torch(torch.from_numpy(taps), rgb_tables(form)).numpy(), want)
+        assert np.array_equal(_lookup_torch(torch.from_numpy(taps), form).numpy(), want)
         assert np.array_equal(_lookup_numpy(taps, rgb_tables(form)), want)  # CPU fallback (no swscale match)

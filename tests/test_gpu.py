@@ -51,3 +51,20 @@ def test_gpu_memory_is_set_by_the_batch_not_the_video(checkpoints, make_video):
         peaks.append(torch.cuda.max_memory_allocated())
     # Ten times the frames: the same peak, give or take the features kept on the device.
     assert peaks[1] <= peaks[0] * 1.2 + 16 * 2**20
+
+
+def test_the_batch_loop_never_waits_for_the_device(checkpoints, make_video):
+    """``set_sync_debug_mode("error")`` turns any host wait on the device inside the loop (a
+    blocking copy, ``.item()``, a synchronize) into an error, which fails that video here."""
+    videos = [str(make_video(f"sync{i}.mp4", num_frames=70, height=120 + 24 * i, width=160, seed=i)) for i in range(3)]
+    cuda = R21DExtractor(R18, device="cuda:0", checkpoint_path=str(checkpoints[R18]), stack_size=8, step_size=8,
+                         batch_size=4, decode_workers=2)
+    dict(cuda.extract_many(videos[:1]))  # warm-up: the colour tables are copied to the device once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = dict(cuda.extract_many(videos))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    failed = {path: result for path, result in results.items() if isinstance(result, Exception)}
+    assert not failed
+    assert all(results[path].features.shape == (8, 512) for path in videos)

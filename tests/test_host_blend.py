@@ -14,12 +14,12 @@ from r21d_features.utils.decoders import Planes
 from r21d_features.utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
 
 SPEC = get_record("r2plus1d_18_16_kinetics").preprocessing
-FORMS = [None, YuvForm(1, 2, False), YuvForm(1, 1, False), YuvForm(0, 1, True), YuvForm(1, 5, True)]
+FORMS = [None, "bgr", YuvForm(1, 2, False), YuvForm(1, 1, False), YuvForm(0, 1, True), YuvForm(1, 5, True)]
 
 
-def random_planes(rng: np.random.Generator, height: int, width: int, form: YuvForm | None) -> Planes:
-    if form is None:
-        return Planes((rng.integers(0, 256, (height, width, 3), dtype=np.uint8),))
+def random_planes(rng: np.random.Generator, height: int, width: int, form: YuvForm | str | None) -> Planes:
+    if form in (None, "bgr"):
+        return Planes((rng.integers(0, 256, (height, width, 3), dtype=np.uint8),), bgr=form == "bgr")
     chroma_h = -(-height // 2) if form.chroma_vshift else height
     # Luma as a view with a longer line, as decoders hand planes out.
     luma = rng.integers(0, 256, (height, width + 32), dtype=np.uint8)[:, :width]
@@ -29,6 +29,8 @@ def random_planes(rng: np.random.Generator, height: int, width: int, form: YuvFo
 
 def device_path(planes: Planes, taps) -> np.ndarray:  # noqa: ANN001
     """What a GPU computes, run on the CPU: gather taps, YUV -> RGB on them, blend."""
+    if planes.bgr:  # the whole frame turned to RGB first, as the old path did
+        planes = Planes((np.ascontiguousarray(planes.rgb()),))
     gathered = torch.from_numpy(gather_planes(planes, taps))[None]
     if planes.yuv is not None:
         gathered = yuv_taps_to_rgb(gathered, planes.yuv)
@@ -78,3 +80,27 @@ def test_cpu_run_equals_the_gpu_chunk_path_run_on_the_cpu(checkpoints, tmp_path,
         assert not isinstance(got[path], Exception), got[path]
         assert got[path].features.shape[0] == want[path].features.shape[0] > 0
         assert np.array_equal(got[path].features, want[path].features), path
+
+
+def test_without_numba_the_cpu_takes_the_chunk_path_and_says_so(checkpoints, monkeypatch, caplog):
+    from r21d_features.models.r21d import extractor as extractor_module
+
+    monkeypatch.setattr(extractor_module, "HostBlender", None)
+    monkeypatch.setattr(extractor_module, "HOST_BLEND_MISSING", "No module named 'numba'", raising=False)
+    with caplog.at_level("WARNING"):
+        extractor = R21DExtractor("r2plus1d_18_16_kinetics", device="cpu",
+                                  checkpoint_path=str(checkpoints["r2plus1d_18_16_kinetics"]))
+    assert not extractor.blend_on_host
+    assert "numba cannot be imported (No module named 'numba')" in caplog.text and "pip install numba" in caplog.text
+
+
+def test_bgr_frames_are_gathered_in_rgb_order_contiguous_or_not():
+    rng = np.random.default_rng(7)
+    taps = crop_taps(90, 160, SPEC)
+    rgb = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    want = gather_planes(Planes((rgb,)), taps)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    assert np.array_equal(gather_planes(Planes((bgr,), bgr=True), taps), want)
+    padded = np.zeros((90, 170, 3), np.uint8)
+    padded[:, :160] = bgr
+    assert np.array_equal(gather_planes(Planes((padded[:, :160],), bgr=True), taps), want)  # a strided view

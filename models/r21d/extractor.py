@@ -48,7 +48,12 @@ from r21d_features.utils.windows import is_frame_used, window_bounds
 from . import device_errors
 from .batching import run_batched
 from .builders import build_model
-from .host_blend import HostBlender
+
+try:
+    from .host_blend import HostBlender
+except ImportError as _no_numba:  # numba missing or broken: the CPU runs the GPU's chunk path
+    HostBlender = None
+    HOST_BLEND_MISSING = f"{_no_numba}"
 from .crops import crop_boxes, crop_region, cut_crops
 from .crops import centre_index as crops_centre_index
 from .preprocess import CropTaps, blend_taps, crop_taps, gather_planes_into
@@ -213,7 +218,10 @@ class R21DExtractor:
         self.device = resolve_device(settings.device)
         # On a CPU each decode thread finishes its own frames (host_blend.py); on a GPU the
         # decode threads only gather taps and the device does the arithmetic.
-        self.blend_on_host = self.device.type == "cpu"
+        self.blend_on_host = self.device.type == "cpu" and HostBlender is not None
+        if self.device.type == "cpu" and HostBlender is None:
+            log.warning("numba cannot be imported (%s): CPU preprocessing runs as array passes on one thread, "
+                        "same numbers, slower; pip install numba", HOST_BLEND_MISSING)
         self._batch_buffer: torch.Tensor | None = None  # forward_windows' input, reused
         self._batch_lock = threading.Lock()
         if settings.precision == "fp16" and self.device.type == "cpu":

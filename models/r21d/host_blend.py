@@ -54,7 +54,7 @@ class HostBlender:
                              f"expected float32 {self.region_hwc}")
         constants = (self.row_w, self.col_w, self.mean, self.std, out_hwc)
         if planes.yuv is None:
-            _blend_rgb(planes.arrays[0], self.rows, self.cols, *constants)
+            _blend_rgb(planes.arrays[0], planes.bgr, self.rows, self.cols, *constants)
         else:
             y, u, v = planes.arrays
             _blend_yuv(y, u, v, self.rows, self.cols, planes.yuv.chroma_vshift, _coefficients(planes.yuv), *constants)
@@ -108,7 +108,7 @@ def _blend_yuv(y, u, v, rows, cols, vshift, coeffs, row_w, col_w, mean, std, out
 
 
 @numba.njit(**_JIT)
-def _blend_rgb(frame_hwc, rows, cols, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, ANN202
+def _blend_rgb(frame_hwc, bgr, rows, cols, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, ANN202
     h, n = out_hwc.shape[0], 2 * out_hwc.shape[1]
     rgb = np.empty((2, 3, n), np.float32)
     for i in range(h):
@@ -116,5 +116,6 @@ def _blend_rgb(frame_hwc, rows, cols, row_w, col_w, mean, std, out_hwc):  # noqa
             row = frame_hwc[rows[k * h + i]]
             for c in range(n):
                 for ch in range(3):
-                    rgb[k, ch, c] = np.float32(row[cols[c], ch]) / np.float32(255.0)
+                    source = 2 - ch if bgr else ch  # OpenCV's frames are BGR
+                    rgb[k, ch, c] = np.float32(row[cols[c], source]) / np.float32(255.0)
         _blend_rows(rgb, i, row_w, col_w, mean, std, out_hwc)

@@ -46,9 +46,12 @@ class CropTaps:
     std_rgb: torch.Tensor
 
     def to(self, device: torch.device | str) -> "CropTaps":
+        # non_blocking: the host does not wait for these small copies (the model thread copies
+        # them once per video and must never wait on the device).
         return replace(
-            self, row_weights=self.row_weights.to(device), col_weights=self.col_weights.to(device),
-            mean_rgb=self.mean_rgb.to(device), std_rgb=self.std_rgb.to(device),
+            self, row_weights=self.row_weights.to(device, non_blocking=True),
+            col_weights=self.col_weights.to(device, non_blocking=True),
+            mean_rgb=self.mean_rgb.to(device, non_blocking=True), std_rgb=self.std_rgb.to(device, non_blocking=True),
         )
 
 
@@ -131,9 +134,9 @@ def gather_planes_into(planes: Planes, taps: CropTaps, out_hwc: np.ndarray) -> N
     if planes.yuv is None:
         frame = planes.arrays[0]
         if frame.flags.c_contiguous and frame.ndim == 3 and frame.shape[2] == 3:
-            gather_taps_into(frame, taps, tap_columns(taps), out_hwc)
+            gather_taps_into(frame, taps, tap_columns(taps, bgr=planes.bgr), out_hwc)
         else:
-            out_hwc[...] = gather_taps(frame, taps)
+            out_hwc[...] = gather_taps(planes.rgb(), taps)
         return
     y, u, v = planes.arrays
     out_hwc[..., 0] = y.take(taps.rows, axis=0).take(taps.cols, axis=1)

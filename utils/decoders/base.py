@@ -46,7 +46,8 @@ class VideoInfo:
 class Planes:
     """One decoded frame in the form its crop taps are gathered from.
 
-    ``yuv is None``: ``arrays == (rgb,)``, ``H x W x 3`` uint8 RGB.
+    ``yuv is None``: ``arrays == (rgb,)``, ``H x W x 3`` uint8 RGB, or BGR when ``bgr`` (OpenCV's
+    order, left as decoded: the tap gathering reverses the channels of the few pixels it reads).
     Otherwise ``arrays == (y, u, v)``, 8-bit planes: ``y`` is ``H x W``, ``u``/``v`` are
     ``ceil(H / 2**yuv.chroma_vshift) x ceil(W / 2)``; the chroma sample of luma pixel
     ``(r, c)`` is ``(r >> chroma_vshift, c >> 1)`` and ``yuv`` says how to turn it into RGB.
@@ -55,6 +56,14 @@ class Planes:
 
     arrays: tuple[np.ndarray, ...]
     yuv: YuvForm | None = None
+    bgr: bool = False
+
+    def rgb(self) -> np.ndarray:
+        """The whole frame as ``H x W x 3`` RGB (a view where possible; for checks and tools, not
+        the extraction path). Only for frames without ``yuv``."""
+        if self.yuv is not None:
+            raise ValueError("rgb() is for RGB/BGR frames; this one is Y, U, V planes")
+        return self.arrays[0][..., ::-1] if self.bgr else self.arrays[0]
 
     @property
     def height(self) -> int:

@@ -94,8 +94,8 @@ class OpenCVReader:
                     self._check_frame_size(frame_bgr.shape[1], frame_bgr.shape[0])
                     if frame_bgr.ndim == 2:  # some backends hand back gray frames as HxW
                         yield index, Planes((cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB),))
-                    else:
-                        yield index, Planes((cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB),))
+                    else:  # BGR as decoded: no whole-frame conversion, the taps are read in RGB order
+                        yield index, Planes((frame_bgr,), bgr=True)
                 index += 1
         finally:
             self.close()

@@ -142,7 +142,7 @@ def yuv_taps_to_rgb(taps_nhwc: torch.Tensor, form: YuvForm) -> torch.Tensor:
                                                   AVCOL_RANGE_JPEG if form.full_range else AVCOL_RANGE_MPEG):
             return torch.from_numpy(_swscale_taps(yuv, form))
         return torch.from_numpy(_lookup_numpy(yuv, rgb_tables(form)))
-    return _lookup_torch(taps_nhwc, rgb_tables(form))
+    return _lookup_torch(taps_nhwc, form)
 
 
 def _swscale_taps(yuv: np.ndarray, form: YuvForm) -> np.ndarray:
@@ -174,9 +174,17 @@ def _lookup_numpy(yuv: np.ndarray, t: RgbTables) -> np.ndarray:
     return out
 
 
-def _lookup_torch(yuv: torch.Tensor, t: RgbTables) -> torch.Tensor:
-    r, g, b = (torch.from_numpy(a).to(yuv.device) for a in (t.r, t.g, t.b))
-    uv = torch.from_numpy(t.uv.astype(np.int64)).to(yuv.device)
+@functools.lru_cache(maxsize=64)
+def _device_tables(form: YuvForm, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``(r, g, b, uv)`` of :func:`rgb_tables` on ``device``, copied there once (a copy per chunk
+    would make the host wait for the device every chunk)."""
+    t = rgb_tables(form)
+    return tuple(torch.from_numpy(a).to(device) for a in (t.r, t.g, t.b, t.uv.astype(np.int64)))
+
+
+def _lookup_torch(yuv: torch.Tensor, form: YuvForm) -> torch.Tensor:
+    r, g, b, uv = _device_tables(form, yuv.device)
+    t = rgb_tables(form)
     y, u, v = yuv.to(torch.int64).unbind(-1)
     y_hi = y << 8
     return torch.stack([r[y_hi | v], g[y * t.g_span + uv[(u << 8) | v]], b[y_hi | u]], dim=-1)
