@@ -1,18 +1,21 @@
-"""runner=ray joining a real cluster that `ray start --head` runs on 127.0.0.1, with token authentication.
+"""runner=ray joining a real cluster that `ray start --head` runs on this machine, with token authentication.
 
 Marked ``ray`` (CI: ``pytest -m ray``). The cluster runs in its own HOME (its token in
 ``HOME/.ray/auth_token``) and its own process group, stopped by signal: never ``ray stop``,
-which would stop every Ray cluster of the machine.
+which would stop every Ray cluster of the machine. The driver joins it as ``127.0.0.1:PORT``
+(Ray itself replaces 127.0.0.1 by the machine's address, where the GCS listens too).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,19 +23,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-pytestmark = [
-    pytest.mark.ray,
-    # Not passing yet, cause not found: on the 2-core CI machine (Ray 2.60) the driver's
-    # ray.init(address="127.0.0.1:PORT") is rewritten by Ray (services.resolve_ip_for_localhost) to
-    # the machine's address 192.0.2.2 and stops after 240-400 s with "Failed to connect to GCS at
-    # address 192.0.2.2:PORT ... Timed out while waiting for GCS to become available", whether the
-    # head runs with --node-ip-address=127.0.0.1 or not; the head's session log folder stays empty.
-    # Workers importing the checkout (PYTHONPATH below) was not the cause. Run it with
-    # R21D_RAY_CLUSTER_TEST=1 while working on it.
-    pytest.mark.skipif(os.environ.get("R21D_RAY_CLUSTER_TEST") != "1",
-                       reason="real `ray start --head` cluster: the driver times out reaching its GCS on this "
-                              "machine (see the comment above); set R21D_RAY_CLUSTER_TEST=1 to run it"),
-]
+pytestmark = pytest.mark.ray
 MODEL = "r2plus1d_18_16_kinetics"
 
 
@@ -40,6 +31,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_for_node(ray_bin: str, address: str, env: dict, head: subprocess.Popen, head_log: Path) -> None:
+    """Until `ray status` (with the token) lists the head's node; fails with the head's log if it never does."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"`ray start --head` exited ({head.returncode}):\n{head_log.read_text()[-3000:]}")
+        try:
+            status = subprocess.run([ray_bin, "status", f"--address={address}"], env=env, capture_output=True,
+                                    text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        if " node_" in status.stdout:  # "Active:" lists it: GCS up and the raylet registered
+            return
+        time.sleep(1)
+    pytest.fail(f"the Ray head at {address} did not come up in 120 s:\n{head_log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -54,20 +62,39 @@ def token_cluster(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=120)
     port = _free_port()
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
-        env={**env, "RAY_AUTH_MODE": "token"}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(15)  # the GCS and raylet come up
+    address = f"127.0.0.1:{port}"
+    head_env = {**env, "RAY_AUTH_MODE": "token",
+                # Nothing to drain at teardown: without this, SIGTERM waits 30 s for a drain first.
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    # Ray's unix sockets live under the temp dir and may not exceed 107 bytes: under pytest's
+    # tmp_path they would, and `ray start` exits at once, before the GCS starts (the driver then
+    # timed out with "Failed to connect to GCS").
+    temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    head_log = tmp_path / "ray_head.log"
+    with head_log.open("w") as log_file:
+        head = subprocess.Popen(
+            [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+            env=head_env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        yield f"127.0.0.1:{port}", env
+        _wait_for_node(ray_bin, address, head_env, head, head_log)
+        yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        _stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stop_group(head: subprocess.Popen) -> None:
+    """SIGTERM the head's process group, then SIGKILL what is left of it (its children may outlive it)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(head.pid, sig)
+        except ProcessLookupError:
+            return
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            pass
 
 
 def test_joins_a_token_cluster_by_host_port_and_reports_the_workers_pid(token_cluster, checkpoints, make_video, tmp_path):

@@ -453,7 +453,8 @@ def use_cluster_token(address: str | None, environ: dict = os.environ) -> bool: 
     A cluster started with ``RAY_AUTH_MODE=token ray start --head`` (the default of newer Ray)
     refuses a driver that does not send the token, and Ray's driver only sends one in token
     mode; it reads the token from ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``, or
-    ``~/.ray/auth_token``. An explicit ``RAY_AUTH_MODE`` is left alone. Returns True when enabled.
+    ``~/.ray/auth_token``. An explicit ``RAY_AUTH_MODE`` is left alone. Returns True when enabled;
+    an already imported Ray must then reload its config (see :func:`run_on_ray`).
     """
     if address is None or "RAY_AUTH_MODE" in environ:
         return False
@@ -496,6 +497,10 @@ def run_on_ray(
     started_here = not ray.is_initialized()
     if started_here:
         token_mode = use_cluster_token(ray_settings.ray_address)
+        if token_mode:
+            # Ray reads RAY_AUTH_MODE into its config once, when imported: reload it (as Ray does when
+            # it turns token mode on itself), or this driver would not send the token and be refused.
+            ray._raylet.Config.initialize("")
         try:
             ray.init(address=ray_settings.ray_address, logging_level=logging.DEBUG if debug else logging.WARNING)
         except (ConnectionError, SystemExit, ray.exceptions.AuthenticationError) as exc:
