@@ -273,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "gpu_check.md").write_text(markdown(report))
     print(markdown(report))
+    written = json.loads((out / "gpu_check.json").read_text())
+    missing = [k for k in ("device", "parity_max_rel_err", "throughput") if k not in written]
+    if missing or any(k not in row for row in written["throughput"] for k in ("mode", "frames_per_s", "x_naive")):
+        log.error("%s lacks %s", out / "gpu_check.json", missing or "throughput row keys")
+        return 1
     return 0 if report["parity_ok"] in (None, True) and report.get("gpu_tests", {}).get("returncode", 0) == 0 else 1
 
 

@@ -163,8 +163,10 @@ def test_ci_installs_the_test_and_ray_extras_once(fake, tmp_path):
                           env={"PATH": str(ci_bin), "HOME": str(tmp_path), "R21D_VENV": str(venv),
                                "PYTHONPATH": str(tmp_path / "site")}, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    calls = [c for c in (tmp_path / "python_calls.log").read_text().splitlines() if c.startswith("-m ")]
-    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest", "-m pytest -m ray"]
+    calls = [c for c in (tmp_path / "python_calls.log").read_text().splitlines() if c.startswith("-m ")
+             or not c.startswith("-")]
+    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest", "-m pytest -m ray",
+                     "benchmarks/gpu_check.py --quick --device cpu --out bench_out/gpu_check_ci"]
 
 
 # ---------------------------------------------------------------- the real thing (minutes)
