@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             shorts = _spec_set(videos_root / "standin", [VideoSpec(f"360p_010s_standin{i}", 640, 360, 25, 10,
                                                                    ("testsrc2", "life", "gradients")[i % 3], i)
                                                          for i in range(6)])
-            report["stand_in"] = stand_in(args.device, {"60 s 720p": long, "10 s clips x6": shorts}, [cores], 2, weights)
+            report["stand_in"] = stand_in(args.device, {"60 s 720p": long, "10 s clips x6": shorts}, [cores], 3, weights)
             flavours = []
         elif cuda and budget.allows("GPU test suite", 60):
             report["gpu_tests"] = gpu_tests(args.device)

@@ -89,6 +89,26 @@ def test_batcher_gives_every_window_back_to_its_own_video():
     assert max(model.batches) == 4 and model.batches.count(4) >= len(model.batches) - 3  # batches span videos
 
 
+class _SlowDecoders(_FakeModel):
+    """Chunks 0.08 s apart: slower than any short wait for the next chunk."""
+
+    def decode(self, path, cancelled):
+        for item in super().decode(path, cancelled):
+            time.sleep(0.08)
+            yield item
+
+
+def test_slow_decoders_never_cause_extra_padded_batches():
+    # Every batch has the network's one shape, so a batch run early with few windows costs as
+    # much as a full one: only the very last batch of the run may be partial.
+    lengths = {"v1": 23, "v2": 17, "v3": 30}
+    model = _SlowDecoders(lengths)
+    results = dict(WindowBatcher(model, workers=2).run(list(lengths)))
+    windows = sum(len(results[p]) for p in lengths)
+    assert windows == sum((n - 3) // 2 + 1 for n in lengths.values())
+    assert model.batches == [4] * (windows // 4) + ([windows % 4] if windows % 4 else [])
+
+
 # ---------------------------------------------------------------------- the real extractor
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):

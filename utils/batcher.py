@@ -12,9 +12,11 @@
 
 Every decoder works on its own video at its own pace, so a long video never stops the
 others from decoding; batches take windows from whichever videos have them, so they stay
-full across video boundaries. A batch is run when it is full, when no chunk arrives for
-``flush_wait_s`` (the decoders are the bottleneck: the device would idle anyway), or when
-nothing is left to decode. Results come out in completion order.
+full across video boundaries. A batch is run when it is full, or when no video still
+decoding could add to it; never early because the decoders are slow: every batch has the
+network's one shape, so a batch run with 2 windows costs as much as a full one (measured on a
+CPU at 1080p, where a chunk takes longer than a short wait: 2.6x the model time). Results
+come out in completion order.
 
 Host memory is bounded whatever the video lengths: chunks come from a fixed
 :class:`BufferPool`, the queue holds at most a few chunks per decoder, and each video keeps
@@ -42,8 +44,6 @@ from .window_stream import WindowStream
 
 log = logging.getLogger(__name__)
 
-# Seconds without a new chunk after which a partial batch is run rather than waited on.
-FLUSH_WAIT_S = 0.05
 _START, _ITEM, _END, _ERROR = "start", "item", "end", "error"
 
 
@@ -159,11 +159,10 @@ class WindowBatcher:
     """
 
     def __init__(self, model: BatchModel, workers: int, timeout_s: float | None = None,
-                 max_queued: int | None = None, flush_wait_s: float = FLUSH_WAIT_S) -> None:
+                 max_queued: int | None = None) -> None:
         self.model = model
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
-        self.flush_wait_s = flush_wait_s
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued or 2 * self.workers + 2)
         self._jobs: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -259,16 +258,14 @@ class WindowBatcher:
             if state.active and not state.pending and state.decoding() == 0:
                 stuck = [v.path for v in state.active.values() if not v.complete]
                 raise RuntimeError(f"batcher bug: windows of {stuck} were never computed")  # instead of a hang
-            wait_s = self.flush_wait_s if state.pending else (0.002 if state.done else 0.5)
-            deadlines = [v.deadline for v in state.active.values() if v.deadline is not None]
+            wait_s = 0.002 if state.done else 0.5  # (a timeout only to look at deadlines and results)
+            deadlines = [v.deadline for v in state.active.values() if v.deadline is not None and not v.decoded]
             if deadlines:
                 wait_s = max(0.0, min(wait_s, min(deadlines) - time.monotonic()))
             try:
                 video, kind, item = self._queue.get(timeout=wait_s)
             except queue.Empty:
                 self._check_deadlines(state)
-                if state.pending and not state.done:
-                    self._run_batch(state)
                 continue
             self._handle(state, video, kind, item)
             if deadlines:
@@ -305,7 +302,8 @@ class WindowBatcher:
     def _check_deadlines(self, state: "_LoopState") -> None:
         now = time.monotonic()
         for video in list(state.active.values()):
-            if video.deadline is not None and now > video.deadline:
+            # Only decoding counts: a decoded video whose windows wait for batch-mates is done with its part.
+            if video.deadline is not None and not video.decoded and now > video.deadline:
                 state.fail(video, self.model.timed_out(video))
 
     def _run_batch(self, state: "_LoopState") -> None:
