@@ -70,6 +70,7 @@ SINKS = "utils/sinks.py"
 
 CROPS_FILE = "models/r21d/crops.py"
 YUV = "utils/decoders/yuv.py"
+HOST_BLEND = "tests/test_host_blend.py::test_host_blend_is_the_device_path_to_the_bit[360-640]"
 HDF5 = "utils/hdf5_sink.py"
 SETTINGS = "models/r21d/settings.py"
 
@@ -167,9 +168,15 @@ MUTANTS: list[Mutant] = [
     Mutant("yuvj-taken-as-limited-range", YUV,
            'pix_fmt.startswith("yuvj") or color_range == AVCOL_RANGE_JPEG',
            'color_range == AVCOL_RANGE_JPEG', (YUV_J_UNTAGGED, MJPEG_ORACLE)),
-    Mutant("opencv-frames-left-in-bgr", "utils/decoders/opencv_backend.py",
-           "Planes((cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB),))", "Planes((frame_bgr.copy(),))",
+    Mutant("opencv-frames-left-in-bgr", "utils/decoders/opencv_backend.py",  # BGR frames not marked as such
+           "Planes((frame_bgr,), bgr=True)", "Planes((frame_bgr,))",
            (f"{D}::test_display_rotation_is_ignored_by_default_and_applied_on_request",)),
+    # --- the CPU's compiled preprocessing (decode threads)
+    Mutant("host-blend-bgr-channels-not-reversed", "models/r21d/host_blend.py",
+           "source = 2 - ch if bgr else ch", "source = ch", (HOST_BLEND,)),
+    Mutant("host-blend-422-chroma-rows-halved", "models/r21d/host_blend.py",
+           "y_row, u_row, v_row = y[r], u[r >> vshift], v[r >> vshift]",
+           "y_row, u_row, v_row = y[r], u[r >> 1], v[r >> 1]", (HOST_BLEND,)),
     # --- windows
     Mutant("last-full-window-dropped", "utils/window_stream.py",
            "if end - 1 > last_seen:", "if end > last_seen:", (R18_OVERLAP,)),

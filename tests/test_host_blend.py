@@ -70,6 +70,8 @@ def test_cpu_run_equals_the_gpu_chunk_path_run_on_the_cpu(checkpoints, tmp_path,
               str(ffmpeg_video(tmp_path / "d.mkv", synthetic_frames(9, 40, 50, seed=4), codec_args=GRAY_8BIT))]
     common = dict(device="cpu", checkpoint_path=str(checkpoints["r2plus1d_18_16_kinetics"]), stack_size=4,
                   step_size=3, crops=crops, batch_size=20)
+    if crops == "ten":  # ten clips a window: the RGB and 4:2:0 videos are enough
+        videos = videos[:2]
     host = R21DExtractor("r2plus1d_18_16_kinetics", **common)
     assert host.blend_on_host
     device_like = R21DExtractor("r2plus1d_18_16_kinetics", **common)
