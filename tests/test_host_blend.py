@@ -106,3 +106,28 @@ def test_bgr_frames_are_gathered_in_rgb_order_contiguous_or_not():
     padded = np.zeros((90, 170, 3), np.uint8)
     padded[:, :160] = bgr
     assert np.array_equal(gather_planes(Planes((padded[:, :160],), bgr=True), taps), want)  # a strided view
+
+
+def test_without_a_writable_cache_folder_the_kernels_compile_per_process(tmp_path):
+    """A read-only install and home: numba finds no cache folder; the import must not fail."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import numba.core.caching as caching\n"
+        "caching.CacheImpl._locator_classes = []  # no writable cache folder anywhere\n"
+        "import numpy as np\n"
+        "from r21d_features.models.r21d.host_blend import HostBlender\n"
+        "from r21d_features.models.r21d.preprocess import crop_taps\n"
+        "from r21d_features.models.r21d.zoo import get_record\n"
+        "from r21d_features.utils.decoders import Planes\n"
+        "b = HostBlender(crop_taps(48, 64, get_record('r2plus1d_18_16_kinetics').preprocessing))\n"
+        "out = np.empty(b.region_hwc, np.float32)\n"
+        "b.blend_into(Planes((np.full((48, 64, 3), 255, np.uint8),)), out)\n"
+        "print(round(float(out[0, 0, 0]), 4))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "2.4902"  # (1 - 0.43216) / 0.22803: the red channel of white

@@ -28,7 +28,17 @@ from r21d_features.utils.decoders.yuv import YuvForm, swscale_coefficients
 
 from .preprocess import CropTaps
 
-_JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+_JIT = dict(nogil=True, boundscheck=False, error_model="numpy")
+
+
+def _compiled(function):  # noqa: ANN001, ANN202
+    """``numba.njit`` with the compiled code cached on disk (``__pycache__``, else numba's user
+    cache folder); where neither is writable (a read-only install and home), compiled in each
+    process instead of failing at import."""
+    try:
+        return numba.njit(cache=True, **_JIT)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(cache=False, **_JIT)(function)
 
 
 @functools.lru_cache(maxsize=64)
@@ -60,7 +70,7 @@ class HostBlender:
             _blend_yuv(y, u, v, self.rows, self.cols, planes.yuv.chroma_vshift, _coefficients(planes.yuv), *constants)
 
 
-@numba.njit(**_JIT)
+@_compiled
 def _blend_rows(rgb_k3n, i, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, ANN202
     """Output row ``i`` from the RGB/255 values of its upper (k=0) and lower (k=1) tap rows."""
     w = out_hwc.shape[1]
@@ -79,7 +89,7 @@ def _blend_rows(rgb_k3n, i, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, 
         out_row[j, 0], out_row[j, 1], out_row[j, 2] = row[0, j], row[1, j], row[2, j]
 
 
-@numba.njit(**_JIT)
+@_compiled
 def _blend_yuv(y, u, v, rows, cols, vshift, coeffs, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, ANN202
     y_offset, y_coeff, vr, ug, vg, ub = coeffs[0], coeffs[1], coeffs[2], coeffs[3], coeffs[4], coeffs[5]
     h, n = out_hwc.shape[0], 2 * out_hwc.shape[1]
@@ -107,7 +117,7 @@ def _blend_yuv(y, u, v, rows, cols, vshift, coeffs, row_w, col_w, mean, std, out
         _blend_rows(rgb, i, row_w, col_w, mean, std, out_hwc)
 
 
-@numba.njit(**_JIT)
+@_compiled
 def _blend_rgb(frame_hwc, bgr, rows, cols, row_w, col_w, mean, std, out_hwc):  # noqa: ANN001, ANN202
     h, n = out_hwc.shape[0], 2 * out_hwc.shape[1]
     rgb = np.empty((2, 3, n), np.float32)
