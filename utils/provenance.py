@@ -96,6 +96,10 @@ class ProvenanceSink:
     def is_done(self, video_path: str) -> bool:
         return self.sink.is_done(video_path) and not self.differences(video_path)
 
+    def output_paths(self, video_path: str) -> list[Path]:
+        """Every file :meth:`write` makes for a video: the record first, then the sink's."""
+        return [record_path(self.path_for(video_path)), *self.sink.output_paths(video_path)]
+
     def stale_differences(self, video_path: str) -> list[str]:
         """What differs when a valid output made with other settings exists ([] otherwise)."""
         output = self.path_for(video_path)

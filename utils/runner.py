@@ -289,7 +289,8 @@ class _Run:
             try:
                 failed_by = self.claims.failed_elsewhere(path)
                 done = self.sink.is_done(path)
-                remove_temp_files(self.claims.output_for(path))  # a killed writer's leftovers
+                for output in getattr(self.sink, "output_paths", lambda p: [self.claims.output_for(p)])(path):
+                    remove_temp_files(output)  # a killed writer's leftovers (record, metadata, features)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:

@@ -115,6 +115,10 @@ class FileSink:
     def path_for(self, video_path: str, key: str | None = None) -> Path:
         return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}.{self.fmt}")
 
+    def output_paths(self, video_path: str) -> list[Path]:
+        """Every file :meth:`write` makes for a video (features last)."""
+        return [*(self.path_for(video_path, k) for k in self.extra_keys), self.path_for(video_path)]
+
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         written = []
         # The features file is what is_done looks at, so it goes last: if it exists, so do the others.

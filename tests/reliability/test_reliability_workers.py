@@ -75,6 +75,23 @@ def test_kill_9_mid_run_then_the_same_command_finishes_with_identical_outputs(
         str(c) for c in good_clips if f"{c.stem}_r21d.npy" in done_before}
 
 
+def test_leftovers_of_a_killed_writer_are_swept_for_every_file_of_the_video(tmp_path, checkpoint_file, good_clips):
+    """kill -9 can land inside any of a video's writes: its record, its metadata, its features."""
+    out = tmp_path / "out"
+    args = cli_args(checkpoint_file, out, f"video_paths=[{good_clips[0]}]", "save_metadata=true")
+    assert run_main(*args, env=ONE_THREAD).returncode == 0
+    folder = feature_folder(out)
+    stem = good_clips[0].stem
+    planted = [folder / f"..{stem}_r21d.npy.provenance.json.0123456789ab.tmp",
+               folder / f".{stem}_fps.npy.0123456789ab.tmp", folder / f".{stem}_r21d.npy.0123456789ab.tmp"]
+    for leftover in planted:
+        leftover.write_bytes(b"half written")
+    (folder / f"{stem}_r21d.npy").unlink()  # killed before the features landed: extracted again
+    rerun = run_main(*args, env=ONE_THREAD)
+    assert rerun.returncode == 0 and "1 done" in rerun.stderr, rerun.stderr
+    assert leftovers(folder) == []
+
+
 WORKERS = 3
 
 
