@@ -109,6 +109,43 @@ def test_slow_decoders_never_cause_extra_padded_batches():
     assert model.batches == [4] * (windows // 4) + ([windows % 4] if windows % 4 else [])
 
 
+class _StuckDecoder(_FakeModel):
+    """``v1``'s decoder is stuck inside one call (no way to interrupt it) for ``stuck_s``."""
+
+    stuck_s = 4.0
+
+    def decode(self, path, cancelled):
+        if path == "v1":
+            time.sleep(self.stuck_s)
+        yield from super().decode(path, cancelled)
+
+
+def test_a_stuck_decoder_is_replaced_so_later_videos_still_run():
+    lengths = {"v1": 9, "v2": 11, "v3": 7}
+    model = _StuckDecoder(lengths)
+    t0 = time.monotonic()
+    results = dict(WindowBatcher(model, workers=1, timeout_s=0.5).run(list(lengths)))
+    assert time.monotonic() - t0 < model.stuck_s - 1  # not waiting for the stuck call to return
+    assert isinstance(results["v1"], TimeoutError)
+    assert results["v2"] == [2000 + s for s in range(0, 11 - 3 + 1, 2)]
+    assert results["v3"] == [3000 + s for s in range(0, 7 - 3 + 1, 2)]
+
+
+class _PoisonedDecoder(_FakeModel):
+    def decode(self, path, cancelled):
+        if path == "v2":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        yield from super().decode(path, cancelled)
+
+    def classify(self, exc):
+        return "fatal" if "illegal memory access" in str(exc) else "video"
+
+
+def test_a_fatal_device_error_seen_by_a_decoder_stops_the_run():
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        list(WindowBatcher(_PoisonedDecoder({"v1": 30, "v2": 5, "v3": 30}), workers=2).run(["v1", "v2", "v3"]))
+
+
 # ---------------------------------------------------------------------- the real extractor
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
@@ -166,6 +203,29 @@ def test_timed_out_and_failing_videos_leave_batch_mates_alone(checkpoints, video
     assert isinstance(got[videos["junk"]], Exception)
     for path in (videos["long"], videos["short_a"]):
         np.testing.assert_array_equal(got[path].features, want[path])
+
+
+def test_chunks_that_fail_on_the_model_side_give_their_buffers_back(checkpoints, videos, monkeypatch):
+    """The GPU's chunk path (pooled tap buffers), run on the CPU: more failing chunks than the pool
+    holds, then a good video, which must still get buffers (a lost one would starve the decoders)."""
+    extractor = _extractor(checkpoints, decode_workers=1, video_timeout_s=30.0)
+    extractor.blend_on_host = False  # tap buffers from the pool, as on a GPU
+    failures = {"left": 8}  # the pool holds 3 x workers + 2 = 5 buffers
+    real = extractor.chunk_frames
+
+    def failing(chunk, taps):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise ValueError("this chunk cannot be preprocessed")
+        return real(chunk, taps)
+
+    monkeypatch.setattr(extractor, "chunk_frames", failing)
+    paths = [videos[n] for n in ("short_a", "short_b", "mid", "long", "too_short")] * 2
+    results = list(extractor.extract_many(paths[:8]))
+    assert sum(isinstance(r, ValueError) for _, r in results) == 8
+    (good,) = [r for _, r in extractor.extract_many([videos["long"]])]
+    assert not isinstance(good, Exception), good
+    assert good.features.shape == (15, 512)
 
 
 def test_ray_worker_session_equals_local_run(checkpoints, videos, tmp_path):
@@ -286,3 +346,14 @@ def test_start_up_probe_names_a_gpu_without_kernels():
     assert device_errors.classify(RuntimeError("CUDA error: device-side assert triggered")) == "fatal"
     assert device_errors.classify(torch.cuda.OutOfMemoryError("CUDA out of memory")) == "oom"
     assert device_errors.classify(ValueError("frame size changes mid-stream")) == "video"
+
+
+def test_input_order_puts_back_results_of_paths_given_as_path_objects():
+    from r21d_features.utils.writer import InputOrder
+
+    order = InputOrder()
+    paths = [Path("/videos/a.mp4"), Path("/videos/b.mp4"), Path("/videos/c.mp4")]
+    taken = list(order.track(paths))
+    results = [("/videos/c.mp4", 3), ("/videos/a.mp4", 1), ("/videos/b.mp4", 2)]  # completion order, as str
+    assert taken == paths and list(order.reorder(results)) == [("/videos/a.mp4", 1), ("/videos/b.mp4", 2),
+                                                                ("/videos/c.mp4", 3)]

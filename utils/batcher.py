@@ -130,6 +130,8 @@ class VideoState:
     windows_cut: int = 0
     windows_done: int = 0
     decoded: bool = False  # the decoder sent its end marker
+    replaced: bool = False  # timed out while decoding: its decoder thread ends, another took its place
+    thread: threading.Thread | None = None  # the decoder thread that took it up
 
     @property
     def complete(self) -> bool:
@@ -166,6 +168,8 @@ class WindowBatcher:
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued or 2 * self.workers + 2)
         self._jobs: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._abandoned: set[threading.Thread] = set()  # stuck on a timed-out video: not waited for
 
     # ------------------------------------------------------------------ decoder threads
     def _put(self, message: tuple, video: VideoState) -> bool:
@@ -177,11 +181,17 @@ class WindowBatcher:
                 continue
         return False
 
+    def _start_decoder(self) -> None:
+        thread = threading.Thread(target=self._decode_loop, name=f"decode-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
     def _decode_loop(self) -> None:
         while True:
             video = self._jobs.get()
-            if video is None:
+            if video is None or self._stop.is_set():  # stopping: queued videos are not started
                 return
+            video.thread = threading.current_thread()
             cancelled = lambda: self._stop.is_set() or video.cancel.is_set()  # noqa: E731
             if self.timeout_s is not None:  # its time runs from when a decoder takes it up
                 video.deadline = time.monotonic() + self.timeout_s
@@ -203,22 +213,28 @@ class WindowBatcher:
                 close = getattr(items, "close", None)
                 if close is not None:
                     close()  # a generator's cleanup (temporary files) runs on this thread
+            if video.replaced:  # timed out while this thread was in it: a new thread took its place
+                return
 
     # ------------------------------------------------------------------ model thread
     def run(self, paths: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        threads = [threading.Thread(target=self._decode_loop, name=f"decode-{i}", daemon=True)
-                   for i in range(self.workers)]
-        for thread in threads:
-            thread.start()
+        for _ in range(self.workers):
+            self._start_decoder()
         try:
             yield from self._loop(iter(paths))
         finally:
             self._stop.set()
-            for _ in threads:
+            while True:  # videos still waiting for a decoder are never started
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in self._threads:
                 self._jobs.put(None)
             self._drain_queue()
-            for thread in threads:
-                thread.join(timeout=5)
+            for thread in self._threads:
+                if thread not in self._abandoned:  # (an abandoned one may be stuck for good)
+                    thread.join(timeout=5)
             self._drain_queue()
 
     def _drain_queue(self) -> None:
@@ -297,6 +313,8 @@ class WindowBatcher:
             if video.complete:
                 state.finish(self.model, video)
         else:  # _ERROR
+            if self.model.classify(item) == "fatal":  # e.g. a poisoned CUDA context seen by a decoder
+                raise item
             state.fail(video, item)
 
     def _check_deadlines(self, state: "_LoopState") -> None:
@@ -305,6 +323,12 @@ class WindowBatcher:
             # Only decoding counts: a decoded video whose windows wait for batch-mates is done with its part.
             if video.deadline is not None and not video.decoded and now > video.deadline:
                 state.fail(video, self.model.timed_out(video))
+                # Its decoder may be stuck inside one native call: a new one takes its place
+                # (the old one ends when it returns), so the videos after it still start.
+                video.replaced = True
+                if video.thread is not None:
+                    self._abandoned.add(video.thread)
+                self._start_decoder()
 
     def _run_batch(self, state: "_LoopState") -> None:
         size = self.model.batch_size

@@ -75,6 +75,11 @@ class _WithPlots:
     def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
         return self.sink.write(video_path, feats)
 
+    def output_paths(self, video_path: str) -> list[Path]:
+        """The wrapped sink's files of a video (for sweeping a killed writer's leftovers)."""
+        inner = getattr(self.sink, "output_paths", None)
+        return inner(video_path) if inner is not None else [self.sink.path_for(video_path)]
+
     def is_done(self, video_path: str) -> bool:
         plots = plot_paths(self.plot_dir, video_path, self.video_root).values()
         return self.sink.is_done(video_path) and all(p.is_file() for p in plots)

@@ -14,6 +14,7 @@ command again completes the rest.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator
@@ -94,7 +95,7 @@ class InputOrder:
 
     def track(self, paths: Iterable[str]) -> Iterator[str]:
         for path in paths:
-            self._order.append(path)
+            self._order.append(os.fspath(path))  # results name their video as a str
             yield path
 
     def reorder(self, results: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:

@@ -57,16 +57,21 @@ class R21DBatchModel:
 
     # ------------------------------------------------------------------ model thread
     def prepare(self, video: VideoState, chunk: Any) -> tuple[np.ndarray, torch.Tensor]:
-        if video.context is None:  # the blend constants, copied to the device once per video
-            video.context = chunk.crop_taps.to(self.ex.device)
-        frames_nkhwc = self.ex.chunk_frames(chunk, video.context)
-        if chunk.buffer is not None:
-            event = None
-            if self.cuda:  # reused once the copy out of it has run
-                event = torch.cuda.Event()
-                event.record()
-            self.pool.release(chunk.buffer, event)
+        try:
+            if video.context is None:  # the blend constants, copied to the device once per video
+                video.context = chunk.crop_taps.to(self.ex.device)
+            frames_nkhwc = self.ex.chunk_frames(chunk, video.context)
+        finally:  # given back even when this chunk failed: a lost buffer would starve the decoders
+            if chunk.buffer is not None:
+                self.pool.release(chunk.buffer, self._event() if self.cuda else None)  # reused once copied
         return chunk.frame_indices, frames_nkhwc
+
+    def _event(self) -> Any:
+        """A CUDA event recorded on the extractor's device's stream (not the current device's:
+        with device=cuda:1 those differ, and an event on cuda:0 would say done at once)."""
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.ex.device))
+        return event
 
     def forward(self, windows_tchw: list[torch.Tensor]) -> list[torch.Tensor | None]:
         return list(self.ex.forward_windows(windows_tchw))
@@ -79,9 +84,7 @@ class R21DBatchModel:
             raise RuntimeError("the decoder ended without starting the video")
         result = self.ex._result(video.path, start, video.windows_cut, host_features, host_logits)
         if self.cuda and features is not None:
-            event = torch.cuda.Event()
-            event.record()
-            self._copies[id(result)] = event
+            self._copies[id(result)] = self._event()
         return result
 
     def _to_host(self, rows: torch.Tensor | None) -> np.ndarray | None:
