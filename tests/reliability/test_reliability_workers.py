@@ -100,7 +100,11 @@ def test_several_workers_on_one_folder_extract_everything_once(tmp_path, checkpo
     bad[1].write_text("not a video\n")
     videos = [*good_clips[:6], bad[0], *good_clips[6:], bad[1]]
     out = tmp_path / "out"
-    args = cli_args(checkpoint_file, out, f"file_with_video_paths={write_list(tmp_path / 'list.txt', videos)}")
+    # A worker claims a video when it starts decoding it, up to one batch of windows ahead of the
+    # network; these clips have 2-4 windows each, so with batches of 2 the claims follow the
+    # work and a worker that starts first cannot claim the whole list before the others start.
+    args = cli_args(checkpoint_file, out, f"file_with_video_paths={write_list(tmp_path / 'list.txt', videos)}",
+                    "batch_size=2")
     procs = [start_worker(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(WORKERS)]
     codes = {p.pid: p.wait(timeout=300) for p in procs}
