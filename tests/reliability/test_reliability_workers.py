@@ -112,7 +112,12 @@ def test_several_workers_on_one_folder_extract_everything_once(tmp_path, checkpo
     for p in procs:
         p.stderr.close()
 
-    assert_outputs_equal_reference(out, good_clips, reference)
+    # Batches of 2 are padded to another shape than the reference's 16: the same numbers to float
+    # rounding (exactness whatever the batch-mates is pinned by tests/test_pipeline.py).
+    for clip in good_clips:
+        np.testing.assert_allclose(load_feature_file(feature_folder(out) / f"{clip.stem}_r21d.npy"),
+                                   reference[clip.stem], rtol=1e-5, atol=1e-5)
+    assert leftovers(feature_folder(out)) == []
     records = read_report(out)
     assert Counter(r["pid"] for r in records) == {pid: len(videos) for pid in codes}  # each worker: every video once
     done = Counter(r["path"] for r in records if r["status"] == "done")
