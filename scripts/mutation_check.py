@@ -229,8 +229,13 @@ MUTANTS: list[Mutant] = [
     # --- errors and timing
     Mutant("stale-claim-waits-twice-stale_s", "utils/claims.py",
            "if age_s > self.stale_s:", "if age_s > 2 * self.stale_s:", (STALE_CLAIM,)),
-    Mutant("time-limit-doubled", EXTRACTOR,
-           "else time.monotonic() + timeout_s", "else time.monotonic() + 2 * timeout_s", (TIME_LIMIT,)),
+    # The time limit is kept on two sides: the decode thread stops itself (extractor._deadline) and
+    # the model thread fails the video and replaces its decoder (batcher); either alone gives the
+    # same outcome for a slow decoder, so a mutant of one side only shows where the other cannot
+    # act: a decoder stuck inside one call, which only the model side ends.
+    Mutant("time-limit-never-started-for-a-stuck-decoder", "utils/batcher.py",
+           "video.deadline = time.monotonic() + self.timeout_s", "video.deadline = None",
+           ("tests/test_pipeline.py::test_a_stuck_decoder_is_replaced_so_later_videos_still_run", TIME_LIMIT)),
 ]
 
 
