@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
+from .prefetch import put_unless
 from .window_stream import WindowStream
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,12 @@ class VideoState:
     thread: threading.Thread | None = None  # the decoder thread that took it up
 
     @property
+    def decode_deadline(self) -> float | None:
+        """When its decoding runs out of time: None before a decoder takes it up, and once decoded
+        (a decoded video whose windows wait for batch-mates is done with its part)."""
+        return None if self.decoded else self.deadline
+
+    @property
     def complete(self) -> bool:
         return self.decoded and self.windows_done == self.windows_cut
 
@@ -172,15 +179,6 @@ class WindowBatcher:
         self._abandoned: set[threading.Thread] = set()  # stuck on a timed-out video: not waited for
 
     # ------------------------------------------------------------------ decoder threads
-    def _put(self, message: tuple, video: VideoState) -> bool:
-        while not (self._stop.is_set() or video.cancel.is_set()):
-            try:
-                self._queue.put(message, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _start_decoder(self) -> None:
         thread = threading.Thread(target=self._decode_loop, name=f"decode-{len(self._threads)}", daemon=True)
         self._threads.append(thread)
@@ -200,15 +198,15 @@ class WindowBatcher:
                 items = iter(self.model.decode(video.path, cancelled))
                 kind = _START
                 for item in items:
-                    if not self._put((video, kind, item), video):
+                    if not put_unless(self._queue, (video, kind, item), cancelled):
                         if kind == _ITEM:
                             self.model.drop(item)
                         break
                     kind = _ITEM
                 else:
-                    self._put((video, _END, None), video)
+                    put_unless(self._queue, (video, _END, None), cancelled)
             except BaseException as exc:  # the video's failure, reported by the model thread
-                self._put((video, _ERROR, exc), video)
+                put_unless(self._queue, (video, _ERROR, exc), cancelled)
             finally:
                 close = getattr(items, "close", None)
                 if close is not None:
@@ -275,7 +273,7 @@ class WindowBatcher:
                 stuck = [v.path for v in state.active.values() if not v.complete]
                 raise RuntimeError(f"batcher bug: windows of {stuck} were never computed")  # instead of a hang
             wait_s = 0.002 if state.done else 0.5  # (a timeout only to look at deadlines and results)
-            deadlines = [v.deadline for v in state.active.values() if v.deadline is not None and not v.decoded]
+            deadlines = [d for d in (v.decode_deadline for v in state.active.values()) if d is not None]
             if deadlines:
                 wait_s = max(0.0, min(wait_s, min(deadlines) - time.monotonic()))
             try:
@@ -320,8 +318,8 @@ class WindowBatcher:
     def _check_deadlines(self, state: "_LoopState") -> None:
         now = time.monotonic()
         for video in list(state.active.values()):
-            # Only decoding counts: a decoded video whose windows wait for batch-mates is done with its part.
-            if video.deadline is not None and not video.decoded and now > video.deadline:
+            deadline = video.decode_deadline
+            if deadline is not None and now > deadline:
                 state.fail(video, self.model.timed_out(video))
                 # Its decoder may be stuck inside one native call: a new one takes its place
                 # (the old one ends when it returns), so the videos after it still start.

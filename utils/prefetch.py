@@ -27,6 +27,17 @@ def default_decode_workers(cpus: int | None = None) -> int:
     return max(1, min(8, (cpus or os.cpu_count() or 2) // 2))
 
 
+def put_unless(q: queue.Queue, item: object, stopped: Callable[[], bool], poll_s: float = 0.05) -> bool:
+    """Put ``item`` on the bounded queue ``q``, waiting for room; False (not put) once ``stopped()``."""
+    while not stopped():
+        try:
+            q.put(item, timeout=poll_s)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class DeadlinePassed(Exception):
     """The consumer's deadline passed while it waited for the next item."""
 
@@ -54,13 +65,7 @@ class Producer(Generic[T]):
             self._put(_Failure(exc))
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless(self._queue, item, self._stop.is_set)
 
     def items(self, deadline: float | None = None) -> Iterator[T]:
         """The produced items in order; re-raises the producer's exception.
