@@ -2,7 +2,7 @@
 
 A thin Hydra shell, and the one place that wires a model to a runner: it composes
 the config, turns it into plain values and hands them, with the function that
-picks the extractor class of a ``feature_type``, to :func:`utils.cli.run_cli`.
+picks the extractor class of a ``feature_type``, to :func:`utils.run.cli.run_cli`.
 """
 
 import sys
@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from r21d_features.configs.schema import override_error, register_configs
 from r21d_features.models import get_extractor_class
-from r21d_features.utils.cli import run_cli
-from r21d_features.utils.console import configure_logging
+from r21d_features.utils.run.cli import run_cli
+from r21d_features.utils.core.console import configure_logging
 
 register_configs()
 

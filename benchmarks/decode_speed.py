@@ -46,8 +46,8 @@ import torch
 from benchmarks.workers import count_in_threads
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from r21d_features.models.r21d.zoo import get_record
-from r21d_features.utils.decoders import DECODERS, open_video
-from r21d_features.utils.decoders.yuv import yuv_taps_to_rgb
+from r21d_features.utils.video.decoders import DECODERS, open_video
+from r21d_features.utils.video.decoders.yuv import yuv_taps_to_rgb
 
 CHUNK_FRAMES = 32
 OLD_PATHS = {"opencv-old": "opencv", "pyav-taps": "pyav"}  # earlier paths -> the backend they decode with
@@ -138,7 +138,7 @@ def peak_rss_gb(path: str) -> float:
 
 def repeated_video(path: str, times: int, out_dir: str) -> str:
     """``path`` stream-copied ``times`` over into one mp4 (same frames, ``times`` x longer)."""
-    from r21d_features.utils.ffmpeg import find_ffmpeg
+    from r21d_features.utils.video.ffmpeg import find_ffmpeg
 
     listing = Path(out_dir) / "list.txt"
     listing.write_text("".join(f"file '{os.path.abspath(path)}'\n" for _ in range(times)))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from r21d_features.utils.ffmpeg import find_ffmpeg
+from r21d_features.utils.video.ffmpeg import find_ffmpeg
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 from r21d_features.models.r21d.builders import build_network, fold_batchnorm
 from r21d_features.models.r21d.extractor import PRECISIONS
 from r21d_features.models.r21d.zoo import get_record
-from r21d_features.utils.console import plural
+from r21d_features.utils.core.console import plural
 
 DEFAULT_VARIANTS = (
     "fp32:1:ncdhw:kept,fp32:16:ncdhw:kept,fp32:16:cl:kept,fp32:16:cl:folded,"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from r21d_features.models.r21d.extractor import PRECISIONS, R21DExtractor
-from r21d_features.utils.console import plural
+from r21d_features.utils.core.console import plural
 
 SAMPLES = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "sample").glob("*.mp4"))
 

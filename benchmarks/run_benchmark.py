@@ -40,10 +40,10 @@ from benchmarks.make_dataset import make_dataset
 from benchmarks.naive_reference import naive_peak_bytes
 from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
 from r21d_features.models.r21d.extractor import PRECISIONS
-from r21d_features.utils.prefetch import default_decode_workers
+from r21d_features.utils.pipeline.prefetch import default_decode_workers
 from r21d_features.models.r21d.zoo import MODEL_ZOO
-from r21d_features.utils.decoders import open_video
-from r21d_features.utils.console import plural
+from r21d_features.utils.video.decoders import open_video
+from r21d_features.utils.core.console import plural
 
 log = logging.getLogger(__name__)
 GB = 1024**3

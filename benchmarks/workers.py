@@ -25,9 +25,9 @@ from r21d_features.models.r21d.builders import build_network
 from r21d_features.models.r21d.extractor import R21DExtractor
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from r21d_features.models.r21d.zoo import get_record
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.decoders import open_video
-from r21d_features.utils.decoders.yuv import yuv_taps_to_rgb
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.video.decoders import open_video
+from r21d_features.utils.video.decoders.yuv import yuv_taps_to_rgb
 
 WEIGHTS_SEED = 0
 

@@ -2,8 +2,8 @@
 
 Each part owns its keys (defaults, types, checks and help text):
 :class:`models.r21d.settings.R21DSettings` (the extractor),
-:class:`utils.settings.RunSettings` (the run loop) and
-:class:`utils.ray_runner.RaySettings` (``runner=ray``). This module only combines
+:class:`utils.core.settings.RunSettings` (the run loop) and
+:class:`utils.run.ray_runner.RaySettings` (``runner=ray``). This module only combines
 them into one dataclass for Hydra's ConfigStore (``schema/<feature_type>``), so a
 wrong key or type fails before any work, and generates ``--help`` from their
 help texts. A new key is one field in the part that uses it.
@@ -22,8 +22,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from r21d_features.models.r21d.settings import R21DSettings
-from r21d_features.utils.ray_runner import RaySettings
-from r21d_features.utils.settings import RunSettings, help_of, setting, setting_fields
+from r21d_features.utils.run.ray_runner import RaySettings
+from r21d_features.utils.core.settings import RunSettings, help_of, setting, setting_fields
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 # feature_type -> "module:class"; imported lazily so one type's dependencies never load another's.
 EXTRACTORS = {

@@ -65,13 +65,13 @@ EXTRACTOR = "models/r21d/extractor.py"
 BUILDERS = "models/r21d/builders.py"
 PREPROCESS = "models/r21d/preprocess.py"
 ZOO = "models/r21d/zoo.py"
-PREDICTIONS = "utils/predictions.py"
-SINKS = "utils/sinks.py"
+PREDICTIONS = "utils/outputs/predictions.py"
+SINKS = "utils/outputs/sinks.py"
 
 CROPS_FILE = "models/r21d/crops.py"
-YUV = "utils/decoders/yuv.py"
+YUV = "utils/video/decoders/yuv.py"
 HOST_BLEND = "tests/test_host_blend.py::test_host_blend_is_the_device_path_to_the_bit[360-640]"
-HDF5 = "utils/hdf5_sink.py"
+HDF5 = "utils/outputs/hdf5_sink.py"
 SETTINGS = "models/r21d/settings.py"
 
 D = "tests/test_decoders.py"
@@ -168,7 +168,7 @@ MUTANTS: list[Mutant] = [
     Mutant("yuvj-taken-as-limited-range", YUV,
            'pix_fmt.startswith("yuvj") or color_range == AVCOL_RANGE_JPEG',
            'color_range == AVCOL_RANGE_JPEG', (YUV_J_UNTAGGED, MJPEG_ORACLE)),
-    Mutant("opencv-frames-left-in-bgr", "utils/decoders/opencv_backend.py",  # BGR frames not marked as such
+    Mutant("opencv-frames-left-in-bgr", "utils/video/decoders/opencv_backend.py",  # BGR frames not marked as such
            "Planes((frame_bgr,), bgr=True)", "Planes((frame_bgr,))",
            (f"{D}::test_display_rotation_is_ignored_by_default_and_applied_on_request",)),
     # --- the CPU's compiled preprocessing (decode threads)
@@ -178,9 +178,9 @@ MUTANTS: list[Mutant] = [
            "y_row, u_row, v_row = y[r], u[r >> vshift], v[r >> vshift]",
            "y_row, u_row, v_row = y[r], u[r >> 1], v[r >> 1]", (HOST_BLEND,)),
     # --- windows
-    Mutant("last-full-window-dropped", "utils/window_stream.py",
+    Mutant("last-full-window-dropped", "utils/video/window_stream.py",
            "if end - 1 > last_seen:", "if end > last_seen:", (R18_OVERLAP,)),
-    Mutant("window-end-reported-inclusive", "utils/windows.py",
+    Mutant("window-end-reported-inclusive", "utils/video/windows.py",
            "return [(i * step_size, i * step_size + stack_size) for i in range(n)]",
            "return [(i * step_size, i * step_size + stack_size - 1) for i in range(n)]", (SAVED,)),
     Mutant("stack-and-step-swapped", SETTINGS,
@@ -190,7 +190,7 @@ MUTANTS: list[Mutant] = [
     Mutant("r18-default-step-halved", ZOO,
            "stack_size=16,\n            step_size=16,", "stack_size=16,\n            step_size=8,",
            (R18_DEFAULT_STEP,)),
-    Mutant("window-times-one-frame-late", "utils/metadata.py",
+    Mutant("window-times-one-frame-late", "utils/outputs/metadata.py",
            "times_s = frames / fps", "times_s = (frames + 1) / fps", (SAVED,)),
     # --- multi-crop
     Mutant("five-crop-top-right-and-bottom-left-swapped", CROPS_FILE,
@@ -215,25 +215,25 @@ MUTANTS: list[Mutant] = [
            '            "precision": self.settings.precision,\n', "", (PROVENANCE_RERUN,)),
     Mutant("provenance-ignores-decoder", EXTRACTOR,
            '            "decoder": self.settings.decoder,\n', "", (PROVENANCE_RERUN,)),
-    Mutant("list-file-bom-not-stripped", "utils/path_list.py",
+    Mutant("list-file-bom-not-stripped", "utils/video/path_list.py",
            "        data = data[3:]\n", "        pass\n", (LIST_BOM,)),
-    Mutant("signal-exit-code-not-128-plus-signum", "utils/signals.py",
+    Mutant("signal-exit-code-not-128-plus-signum", "utils/run/signals.py",
            "self.exit_code = 128 + signum", "self.exit_code = 1", (SIGTERM,)),
-    Mutant("settings-error-reraised-with-traceback", "utils/cli.py",
+    Mutant("settings-error-reraised-with-traceback", "utils/run/cli.py",
            '        print(f"error: {exc}", file=stderr)\n        return EXIT_BAD_CONFIG\n\n\nclass _tmp_folder',
            '        print(f"error: {exc}", file=stderr)\n        raise\n\n\nclass _tmp_folder', (ONE_ERROR_LINE,)),
     Mutant("settings-stack-size-0-accepted", SETTINGS,
            "if value is not None and value < 1:", "if value is not None and value < 0:", (SETTINGS_ONE_LINE,)),
-    Mutant("plural-for-one", "utils/console.py",
+    Mutant("plural-for-one", "utils/core/console.py",
            "singular if count == 1 else", "singular if count == 0 else", (SINGULAR,)),
     # --- errors and timing
-    Mutant("stale-claim-waits-twice-stale_s", "utils/claims.py",
+    Mutant("stale-claim-waits-twice-stale_s", "utils/run/claims.py",
            "if age_s > self.stale_s:", "if age_s > 2 * self.stale_s:", (STALE_CLAIM,)),
     # The time limit is kept on two sides: the decode thread stops itself (extractor._deadline) and
     # the model thread fails the video and replaces its decoder (batcher); either alone gives the
     # same outcome for a slow decoder, so a mutant of one side only shows where the other cannot
     # act: a decoder stuck inside one call, which only the model side ends.
-    Mutant("time-limit-never-started-for-a-stuck-decoder", "utils/batcher.py",
+    Mutant("time-limit-never-started-for-a-stuck-decoder", "utils/pipeline/batcher.py",
            "video.deadline = time.monotonic() + self.timeout_s", "video.deadline = None",
            ("tests/test_pipeline.py::test_a_stuck_decoder_is_replaced_so_later_videos_still_run", TIME_LIMIT)),
 ]

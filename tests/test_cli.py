@@ -12,8 +12,8 @@ from hydra.errors import ConfigCompositionException
 
 from r21d_features.configs.schema import register_configs
 from tests.conftest import REPO_ROOT, SAMPLES, run_main
-from r21d_features.utils.ffmpeg import find_ffmpeg
-from r21d_features.utils.windows import count_windows
+from r21d_features.utils.video.ffmpeg import find_ffmpeg
+from r21d_features.utils.video.windows import count_windows
 
 STATS_LINE = re.compile(r"^max: -?\d+\.\d{8}; mean: -?\d+\.\d{8}; min: -?\d+\.\d{8}$", re.M)
 PRED_ROW = re.compile(r"^ *-?\d+\.\d{3} \| \d\.\d{3} \| \S.*$")

@@ -14,7 +14,7 @@ from r21d_features.models.r21d.crops import crop_boxes, crop_region, cut_crops
 from r21d_features.models.r21d.zoo import get_record
 from tests.helpers import rel_err
 from tests.reference_oracle import load_network
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 R18 = "r2plus1d_18_16_kinetics"
 SPEC = get_record(R18).preprocessing

@@ -21,8 +21,8 @@ from r21d_features.models.r21d.extractor import ConfigError
 from tests.helpers import rel_err
 from tests.reference_oracle import decode_rgb24, reference
 R18 = "r2plus1d_18_16_kinetics"
-from r21d_features.utils.decoders import VideoDecodeError, open_video
-from r21d_features.utils.decoders.yuv import YuvForm, _lookup_numpy, _lookup_torch, matches_swscale, rgb_tables, yuv_taps_to_rgb, yuv_to_rgb_numpy
+from r21d_features.utils.video.decoders import VideoDecodeError, open_video
+from r21d_features.utils.video.decoders.yuv import YuvForm, _lookup_numpy, _lookup_torch, matches_swscale, rgb_tables, yuv_taps_to_rgb, yuv_to_rgb_numpy
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 STACK = 4

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import write_test_video
-from r21d_features.utils.plots import SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX
+from r21d_features.utils.outputs.plots import SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "r2plus1d_18_16_kinetics"

@@ -10,8 +10,8 @@ from r21d_features.models.r21d import R21DExtractor
 from r21d_features.models.r21d.host_blend import HostBlender
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
 from r21d_features.models.r21d.zoo import get_record
-from r21d_features.utils.decoders import Planes
-from r21d_features.utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
+from r21d_features.utils.video.decoders import Planes
+from r21d_features.utils.video.decoders.yuv import YuvForm, yuv_taps_to_rgb
 
 SPEC = get_record("r2plus1d_18_16_kinetics").preprocessing
 FORMS = [None, "bgr", YuvForm(1, 2, False), YuvForm(1, 1, False), YuvForm(0, 1, True), YuvForm(1, 5, True)]
@@ -122,7 +122,7 @@ def test_without_a_writable_cache_folder_the_kernels_compile_per_process(tmp_pat
         "from r21d_features.models.r21d.host_blend import HostBlender\n"
         "from r21d_features.models.r21d.preprocess import crop_taps\n"
         "from r21d_features.models.r21d.zoo import get_record\n"
-        "from r21d_features.utils.decoders import Planes\n"
+        "from r21d_features.utils.video.decoders import Planes\n"
         "b = HostBlender(crop_taps(48, 64, get_record('r2plus1d_18_16_kinetics').preprocessing))\n"
         "out = np.empty(b.region_hwc, np.float32)\n"
         "b.blend_into(Planes((np.full((48, 64, 3), 255, np.uint8),)), out)\n"

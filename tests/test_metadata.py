@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import MODEL, run_cli_quietly, write_test_video
-from r21d_features.utils.metadata import METADATA_KEYS, window_metadata
-from r21d_features.utils.sinks import load_feature_file
+from r21d_features.utils.outputs.metadata import METADATA_KEYS, window_metadata
+from r21d_features.utils.outputs.sinks import load_feature_file
 
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,11 +15,11 @@ from r21d_features.models.r21d import R21DExtractor
 from r21d_features.models.r21d import device_errors
 from r21d_features.models.r21d.batching import R21DBatchModel
 from tests.helpers import rel_err, run_cli_quietly
-from r21d_features.utils.batcher import WindowBatcher
-from r21d_features.utils.errors import DeviceFailure
-from r21d_features.utils.ray_runner import ExtractionWorker
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.sinks import load_feature_file, make_sink
+from r21d_features.utils.pipeline.batcher import WindowBatcher
+from r21d_features.utils.core.errors import DeviceFailure
+from r21d_features.utils.run.ray_runner import ExtractionWorker
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.outputs.sinks import load_feature_file, make_sink
 
 R18 = "r2plus1d_18_16_kinetics"
 ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered"
@@ -349,7 +348,7 @@ def test_start_up_probe_names_a_gpu_without_kernels():
 
 
 def test_input_order_puts_back_results_of_paths_given_as_path_objects():
-    from r21d_features.utils.writer import InputOrder
+    from r21d_features.utils.pipeline.writer import InputOrder
 
     order = InputOrder()
     paths = [Path("/videos/a.mp4"), Path("/videos/b.mp4"), Path("/videos/c.mp4")]

@@ -11,7 +11,7 @@ import pytest
 
 from r21d_features.models.r21d.zoo import kinetics400_labels
 from tests.helpers import MODEL, run_cli_quietly, write_test_video
-from r21d_features.utils.plots import (SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX, cosine_similarity_matrix, save_video_plots,
+from r21d_features.utils.outputs.plots import (SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX, cosine_similarity_matrix, save_video_plots,
                          similarity_figure, top1_timeline_figure)
 
 LABELS = kinetics400_labels()

@@ -25,9 +25,9 @@ import torch
 from tests.conftest import REPO_ROOT, run_main, synthetic_frames, write_video
 from r21d_features.main import run as run_cli
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
-from r21d_features.utils.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
-from r21d_features.utils.runner import VideoOutcome
-from r21d_features.utils.sinks import load_feature_file
+from r21d_features.utils.run.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
+from r21d_features.utils.run.runner import VideoOutcome
+from r21d_features.utils.outputs.sinks import load_feature_file
 
 MODEL = "r2plus1d_18_16_kinetics"
 GOOD_FRAMES = (16, 20, 24, 17, 18, 22, 16, 19, 21)  # nine small videos of different lengths and sizes

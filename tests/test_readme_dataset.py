@@ -9,8 +9,8 @@ import numpy as np
 
 from r21d_features.configs.schema import ALL_KEYS
 from tests.conftest import REPO_ROOT
-from r21d_features.utils.hdf5_merge import merge_parts
-from r21d_features.utils.hdf5_sink import Hdf5Sink
+from r21d_features.utils.outputs.hdf5_merge import merge_parts
+from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 
 from r21d_features.configs.schema import ALL_KEYS, PARTS, R21DConfig, help_footer, register_configs
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
-from r21d_features.utils.errors import SettingsError, UserError
-from r21d_features.utils.ray_runner import RaySettings
-from r21d_features.utils.settings import RunSettings, help_of, split_settings
+from r21d_features.utils.core.errors import SettingsError, UserError
+from r21d_features.utils.run.ray_runner import RaySettings
+from r21d_features.utils.core.settings import RunSettings, help_of, split_settings
 from tests.conftest import REPO_ROOT, run_main
 
 
@@ -88,9 +88,9 @@ def test_extractor_takes_settings_or_keywords(tmp_path: Path):
 
 def test_user_errors_share_one_base():
     from r21d_features.models.r21d.weights import WeightsUnavailableError
-    from r21d_features.utils.ffmpeg import FFmpegError
-    from r21d_features.utils.path_list import PathListError
-    from r21d_features.utils.decoders import VideoDecodeError
+    from r21d_features.utils.video.ffmpeg import FFmpegError
+    from r21d_features.utils.video.path_list import PathListError
+    from r21d_features.utils.video.decoders import VideoDecodeError
 
     for cls in (WeightsUnavailableError, FFmpegError, PathListError, VideoDecodeError, SettingsError):
         assert issubclass(cls, UserError)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from r21d_features.utils.window_stream import WindowStream
-from r21d_features.utils.windows import count_windows, is_frame_used, window_bounds
+from r21d_features.utils.video.window_stream import WindowStream
+from r21d_features.utils.video.windows import count_windows, is_frame_used, window_bounds
 
 
 def brute_force_bounds(n, s, p):

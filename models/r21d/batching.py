@@ -1,4 +1,4 @@
-"""The extractor's side of :class:`utils.batcher.WindowBatcher`: decode, preprocess, forward, finish.
+"""The extractor's side of :class:`utils.pipeline.batcher.WindowBatcher`: decode, preprocess, forward, finish.
 
 - decode (decoder threads): ``R21DExtractor._chunks`` writes each frame straight into a reused
   (pinned on a GPU) buffer of the pool (``R21DExtractor.chunk_layout``): on a GPU its taps (RGB,
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
-from r21d_features.utils.batcher import BufferPool, VideoState, WindowBatcher
+from r21d_features.utils.pipeline.batcher import BufferPool, VideoState, WindowBatcher
 
 from . import device_errors
 
@@ -34,7 +34,7 @@ BUFFERS_PER_DECODER = 3
 
 
 class R21DBatchModel:
-    """Adapts an :class:`~models.r21d.extractor.R21DExtractor` to :class:`~utils.batcher.BatchModel`."""
+    """Adapts an :class:`~models.r21d.extractor.R21DExtractor` to :class:`~utils.pipeline.batcher.BatchModel`."""
 
     def __init__(self, extractor: "R21DExtractor", workers: int) -> None:
         self.ex = extractor
@@ -118,7 +118,7 @@ class R21DBatchModel:
 
 def run_batched(extractor: "R21DExtractor", paths: Any) -> Iterator[tuple[str, Any]]:
     """``(path, result or exception)`` in completion order; a fatal device error is raised as
-    :class:`~utils.errors.DeviceFailure`."""
+    :class:`~utils.core.errors.DeviceFailure`."""
     workers = extractor.decode_workers
     batcher = WindowBatcher(R21DBatchModel(extractor, workers), workers, extractor.settings.video_timeout_s)
     try:

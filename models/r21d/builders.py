@@ -23,7 +23,7 @@ from torchvision.models.video.resnet import (
     r2plus1d_18,
 )
 
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 from .weights import load_state_dict, resolve_checkpoint, sha256_of
 from .zoo import ModelRecord

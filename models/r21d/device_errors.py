@@ -3,9 +3,9 @@
 - **fatal**: the CUDA context is poisoned (an illegal memory access, a launch failure, a
   device-side assert) or the GPU cannot run our kernels at all (no kernel image for this
   architecture). Every later call on the device fails too, so the run stops at once with one
-  line (:class:`~utils.errors.DeviceFailure`) instead of failing every remaining video and
+  line (:class:`~utils.core.errors.DeviceFailure`) instead of failing every remaining video and
   leaving ``.failed`` claim markers that would tell other workers to skip good videos.
-- **oom**: out of memory. Transient: the batch is freed and retried (see utils/batcher.py).
+- **oom**: out of memory. Transient: the batch is freed and retried (see utils/pipeline/batcher.py).
 - **video**: anything else belongs to the videos of the batch.
 
 CUDA reports these as ``RuntimeError`` (``torch.AcceleratorError`` in recent PyTorch) whose
@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from r21d_features.utils.errors import DeviceFailure
+from r21d_features.utils.core.errors import DeviceFailure
 
 # Substrings of CUDA's own error strings (cudaGetErrorString) after which the context is unusable.
 FATAL_MESSAGES = (

@@ -2,7 +2,7 @@
 
 Pipeline for each video (the steps are explained in README.md, "How it works")::
 
-    [decode thread]  (optional ffmpeg fps re-encode) -> decoded frames (utils.decoders:
+    [decode thread]  (optional ffmpeg fps re-encode) -> decoded frames (utils.video.decoders:
                         PyAV by default; 8-bit 4:2:0 / 4:2:2 frames as Y, U, V planes,
                         others as RGB uint8)
                      -> per frame, the 2 x 2 bilinear taps of the 112 x 112 crop:
@@ -34,16 +34,16 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from r21d_features.utils.batcher import BufferPool
-from r21d_features.utils.console import plural
-from r21d_features.utils.errors import SettingsError, VideoError
-from r21d_features.utils.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
-from r21d_features.utils.metadata import window_metadata
-from r21d_features.utils.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
-from r21d_features.utils.decoders.yuv import YuvForm, yuv_taps_to_rgb
-from r21d_features.utils.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
-from r21d_features.utils.window_stream import WindowStream
-from r21d_features.utils.windows import is_frame_used, window_bounds
+from r21d_features.utils.pipeline.batcher import BufferPool
+from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.errors import SettingsError, VideoError
+from r21d_features.utils.video.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
+from r21d_features.utils.outputs.metadata import window_metadata
+from r21d_features.utils.video.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
+from r21d_features.utils.video.decoders.yuv import YuvForm, yuv_taps_to_rgb
+from r21d_features.utils.pipeline.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
+from r21d_features.utils.video.window_stream import WindowStream
+from r21d_features.utils.video.windows import is_frame_used, window_bounds
 
 from . import device_errors
 from .batching import run_batched
@@ -112,7 +112,7 @@ class VideoFeatures:
 
     def as_dict(self, metadata: bool = False) -> dict[str, np.ndarray]:
         """``{"r21d": features}``; with ``metadata`` also the window spans of
-        :func:`utils.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``,
+        :func:`utils.outputs.metadata.window_metadata` (``fps``, ``window_frames``, ``window_times_s``,
         ``stack_size``, ``step_size``)."""
         out = {self.feature_type: self.features}
         if metadata:
@@ -243,7 +243,7 @@ class R21DExtractor:
             device_errors.probe(lambda: self.forward_clips(clips), self.device)
 
     def provenance(self) -> dict[str, Any]:
-        """What the numbers depend on, recorded next to every saved output (:mod:`utils.provenance`).
+        """What the numbers depend on, recorded next to every saved output (:mod:`utils.outputs.provenance`).
 
         One entry per setting that changes the features; a new one is one more key here. ``batch_size``, ``device`` and the worker counts change only
         float rounding, so they are not entries.
@@ -549,9 +549,9 @@ class R21DExtractor:
         """``(path, result or exception)`` for each path, **in completion order**.
 
         ``decode_workers`` videos decode at once, each on its own thread; batches take windows
-        from all of them (utils/batcher.py), padded to ``batch_size``, so features are the same
+        from all of them (utils/pipeline/batcher.py), padded to ``batch_size``, so features are the same
         bit for bit whatever the interleaving. A failing video yields its exception and the
-        others go on; a fatal device error raises :class:`~utils.errors.DeviceFailure`.
+        others go on; a fatal device error raises :class:`~utils.core.errors.DeviceFailure`.
         """
         return run_batched(self, video_paths)
 

@@ -2,7 +2,7 @@
 
 On a GPU the decode threads only gather each frame's taps (:func:`preprocess.gather_planes_into`)
 and the device does the rest (YUV -> RGB on the taps, /255, bilinear blend, normalisation:
-:func:`utils.decoders.yuv.yuv_taps_to_rgb`, :func:`preprocess.blend_taps`). On a CPU those
+:func:`utils.video.decoders.yuv.yuv_taps_to_rgb`, :func:`preprocess.blend_taps`). On a CPU those
 steps cost about 0.5 ms a frame as separate array passes (more than half of decoding a 360p
 frame), and they ran on the one thread that also feeds the network. Here they are one
 compiled loop per frame (numba, no Python in the loop, the GIL released), run by each
@@ -10,7 +10,7 @@ decode thread on its own frames: about 0.07 ms a 360p frame and 0.13 ms a 720p f
 the host work scales with ``decode_workers``.
 
 The numbers are the device path's to the bit (tested): the same integer YUV -> RGB
-arithmetic as swscale's SSSE3 kernel (see :mod:`utils.decoders.yuv`), and the same float32
+arithmetic as swscale's SSSE3 kernel (see :mod:`utils.video.decoders.yuv`), and the same float32
 operations in the same order as :func:`preprocess.blend_taps` (``u8 / 255``, within each tap
 row first, then between rows, then ``(x - mean) / std``; numba does not fuse or reorder
 float operations unless asked to).
@@ -23,8 +23,8 @@ import functools
 import numba
 import numpy as np
 
-from r21d_features.utils.decoders import Planes
-from r21d_features.utils.decoders.yuv import YuvForm, swscale_coefficients
+from r21d_features.utils.video.decoders import Planes
+from r21d_features.utils.video.decoders.yuv import YuvForm, swscale_coefficients
 
 from .preprocess import CropTaps
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from r21d_features.utils.decoders import Planes
+from r21d_features.utils.video.decoders import Planes
 
 from .zoo import Preprocessing
 

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from r21d_features.utils.decoders import DECODERS
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.video.decoders import DECODERS
+from r21d_features.utils.core.errors import SettingsError
 
 from .crops import CROP_CHOICES
 from .zoo import MODEL_ZOO

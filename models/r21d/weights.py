@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 from .zoo import ModelRecord
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from torchvision.models.video import R2Plus1D_18_Weights
 
-from r21d_features.utils.errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 
 def kinetics400_labels() -> list[str]:

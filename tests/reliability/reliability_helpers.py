@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 
 from tests.conftest import REPO_ROOT
-from r21d_features.utils.ffmpeg import find_ffmpeg
+from r21d_features.utils.video.ffmpeg import find_ffmpeg
 
 MODEL = "r2plus1d_18_16_kinetics"
 # 16-frame clips give one 2-frame window each: the network runs, but only once per video.

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from r21d_features.utils.claims import ClaimBook, host_id
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.sinks import FileSink, load_feature_file
+from r21d_features.utils.core.processes import host_id
+from r21d_features.utils.run.claims import ClaimBook
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 from tests.reliability.reliability_helpers import FEATURE_DIM, MODEL, leftovers
 
@@ -169,7 +170,7 @@ def test_claim_that_goes_stale_while_waiting_is_taken_over(tmp_path, extractor, 
     sink = FileSink(tmp_path, "r21d", MODEL, "npy", FEATURE_DIM)
     video = str(good_clips[2])
     stale_s = 2.0
-    with ClaimBook(sink.path_for, stale_s=stale_s) as claims, caplog.at_level(logging.INFO, logger="r21d_features.utils.claims"):
+    with ClaimBook(sink.path_for, stale_s=stale_s) as claims, caplog.at_level(logging.INFO, logger="r21d_features.utils.run.claims"):
         sink.folder.mkdir(parents=True)
         plant(claims.lock_path(video), "node7/1", 4242)  # a worker on another node that died just now
         planted_at = claims.lock_path(video).stat().st_mtime

@@ -23,11 +23,11 @@ import pytest
 from r21d_features.main import run as run_cli
 from tests.conftest import REPO_ROOT, run_main
 from tests.reliability.reliability_helpers import ONE_THREAD, STACK, STEP, cli_args, feature_folder, main_command
-from r21d_features.utils.claims import ClaimBook
-from r21d_features.utils.hdf5_merge import main as merge_main
-from r21d_features.utils.hdf5_merge import merge_parts
-from r21d_features.utils.hdf5_sink import MERGED_NAME, Hdf5Sink, complete_datasets, part_paths, part_writer, safe_host
-from r21d_features.utils.sinks import FileSink, load_feature_file
+from r21d_features.utils.run.claims import ClaimBook
+from r21d_features.utils.outputs.hdf5_merge import main as merge_main
+from r21d_features.utils.outputs.hdf5_merge import merge_parts
+from r21d_features.utils.outputs.hdf5_sink import MERGED_NAME, Hdf5Sink, complete_datasets, part_paths, part_writer, safe_host
+from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 
 def run_quietly(checkpoint: Path, out: Path, videos: list, **overrides) -> tuple[int, str]:
@@ -126,7 +126,7 @@ def test_ten_crops_in_hdf5_and_a_crop_change_extracts_again(tmp_path, checkpoint
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from r21d_features.utils.hdf5_sink import Hdf5Sink
+    from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
     sink = Hdf5Sink(sys.argv[1], "r21d", 512)
     for i in range(10_000):  # about 2 MB a video, so a kill often lands mid-write
         feats = np.full((1000, 512), i, np.float32)

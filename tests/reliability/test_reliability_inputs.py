@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from r21d_features.utils.claims import ClaimBook
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.sinks import FileSink, load_feature_file
+from r21d_features.utils.run.claims import ClaimBook
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 from tests.reliability.reliability_helpers import (FEATURE_DIM, MODEL, STACK, corrupt_jpeg_frame, feature_folder,
                                                    ffmpeg, leftovers, make_clip, mjpeg_frame_starts, read_report)

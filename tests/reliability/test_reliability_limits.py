@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_dir
 
 from r21d_features.configs.schema import register_configs
 from r21d_features.models.r21d.settings import DEFAULT_MAX_FRAME_PIXELS
-from r21d_features.utils.decoders.pyav_backend import PyAVReader
+from r21d_features.utils.video.decoders.pyav_backend import PyAVReader
 from r21d_features.main import run as run_cli
-from r21d_features.utils.cli import EXIT_BAD_CONFIG
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.sinks import FileSink, load_feature_file
+from r21d_features.utils.run.cli import EXIT_BAD_CONFIG
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 from tests.conftest import REPO_ROOT
 from tests.reliability.reliability_helpers import (FEATURE_DIM, MODEL, STACK, STEP, feature_folder, leftovers,
@@ -115,7 +115,7 @@ def test_full_disk_fails_that_video_leaves_no_partial_file_and_a_rerun_finishes(
 def test_a_report_that_cannot_be_written_warns_once_and_the_run_goes_on(tmp_path, extractor, good_clips, caplog):
     (tmp_path / "not_a_folder").write_text("")
     sink = FileSink(tmp_path / "out", "r21d", MODEL, "npy", FEATURE_DIM)
-    with caplog.at_level(logging.WARNING, logger="r21d_features.utils.runner"):
+    with caplog.at_level(logging.WARNING, logger="r21d_features.utils.run.runner"):
         summary = run_extraction(extractor, [str(p) for p in good_clips[:2]], sink, progress=False,
                                  report_path=tmp_path / "not_a_folder" / "run_report.jsonl")
     assert [o.status for o in summary.outcomes] == ["done", "done"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from r21d_features.models.r21d.weights import WeightsUnavailableError, load_state_dict
-from r21d_features.utils.runner import run_extraction
-from r21d_features.utils.sinks import FileSink, load_feature_file
+from r21d_features.utils.run.runner import run_extraction
+from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 from tests.conftest import REPO_ROOT
 from tests.reliability.reliability_helpers import FEATURE_DIM, MODEL

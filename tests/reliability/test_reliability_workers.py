@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from r21d_features.main import run as run_cli
-from r21d_features.utils.cli import EXIT_BAD_CONFIG
-from r21d_features.utils.path_list import shard
-from r21d_features.utils.sinks import load_feature_file
+from r21d_features.utils.run.cli import EXIT_BAD_CONFIG
+from r21d_features.utils.video.path_list import shard
+from r21d_features.utils.outputs.sinks import load_feature_file
 
 from tests.conftest import REPO_ROOT, run_main
 from tests.reliability.reliability_helpers import (MODEL, ONE_THREAD, STACK, STEP, cli_args, corrupt_jpeg_frame,

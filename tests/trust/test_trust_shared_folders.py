@@ -3,7 +3,6 @@ report, outputs, provenance records, claims and re-encodes, are never opened thr
 
 from __future__ import annotations
 
-import os
 
 from tests.helpers import write_test_video
 from tests.trust.trust_helpers import (MODEL, assert_no_traceback, cli_args, failed_lines, features,

@@ -14,7 +14,7 @@ import pytest
 
 from tests.reliability.reliability_helpers import make_clip
 from tests.helpers import write_test_video
-from tests.trust.trust_helpers import (ENV, MODEL, assert_no_traceback, cli_args, features, features_folder,
+from tests.trust.trust_helpers import (ENV, MODEL, cli_args, features, features_folder,
                                        leftovers, main_command, processes_mentioning, run)
 from tests.conftest import REPO_ROOT
 

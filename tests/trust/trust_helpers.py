@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 
 from tests.conftest import REPO_ROOT
-from r21d_features.utils.sinks import load_feature_file
+from r21d_features.utils.outputs.sinks import load_feature_file
 
 MODEL = "r2plus1d_18_16_kinetics"
 STACK = 4

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import SettingsError
+from r21d_features.utils.core.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -102,5 +102,5 @@ def _drop_repeats(paths: Iterable[str]) -> list[str]:
 
 def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:
     """Every ``num_shards``-th path starting at ``shard_index``: disjoint shards that cover the list
-    (both checked by :class:`utils.settings.RunSettings`)."""
+    (both checked by :class:`utils.core.settings.RunSettings`)."""
     return list(paths[shard_index::num_shards])

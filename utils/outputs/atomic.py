@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .safe_fs import hidden_base, hidden_path
+from r21d_features.utils.core.safe_fs import hidden_base, hidden_path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -16,7 +16,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
     A crash at any point leaves either the old file or the new one, plus at
     most a ``.<name>.*.tmp`` leftover that readers never look at (``<name>`` shortened
-    when it is near the 255-byte limit, see :func:`utils.safe_fs.hidden_base`). The
+    when it is near the 255-byte limit, see :func:`utils.core.safe_fs.hidden_base`). The
     file gets the usual permissions (0666 less the umask), as ``open(path, "wb")`` would.
     ``O_EXCL`` on a fresh random name and ``rename`` never follow a planted symlink.
     """

@@ -20,7 +20,7 @@ come out in completion order.
 
 Host memory is bounded whatever the video lengths: chunks come from a fixed
 :class:`BufferPool`, the queue holds at most a few chunks per decoder, and each video keeps
-only the frames a later window still needs (:class:`~utils.window_stream.WindowStream`).
+only the frames a later window still needs (:class:`~utils.video.window_stream.WindowStream`).
 
 What the model side does is given as a :class:`BatchModel` (see models.r21d.extractor), so
 this module knows nothing of networks or preprocessing.
@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from .prefetch import put_unless
-from .window_stream import WindowStream
+from r21d_features.utils.pipeline.prefetch import put_unless
+from r21d_features.utils.video.window_stream import WindowStream
 
 log = logging.getLogger(__name__)
 

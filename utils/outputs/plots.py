@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import SettingsError
-from .console import plural
-from .output_paths import output_file
-from .predictions import top_k
+from r21d_features.utils.outputs.atomic import atomic_write
+from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.core.console import plural
+from r21d_features.utils.outputs.output_paths import output_file
+from r21d_features.utils.outputs.predictions import top_k
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -209,7 +209,7 @@ def save_png(fig: "Figure", path: str | os.PathLike) -> Path:
 
 def plot_paths(folder: str | os.PathLike, video_path: str, video_root: str | None = None) -> dict[str, Path]:
     """``{"top1_timeline": <folder>/<video id>_top1_timeline.png, "similarity": <folder>/<video id>_similarity.png}``
-    (video id: :func:`utils.output_paths.video_id`)."""
+    (video id: :func:`utils.outputs.output_paths.video_id`)."""
     return {name: output_file(folder, video_path, video_root, suffix) for name, suffix in PLOT_SUFFIXES.items()}
 
 

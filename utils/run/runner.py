@@ -3,7 +3,7 @@
 One bad video never stops the run: its failure is recorded with a one-line
 reason and the loop goes on. Outputs are written atomically by the sink, so an
 interrupted run can simply be started again. Several runs can share one output
-folder: with a :class:`~utils.claims.ClaimBook` each video is extracted by one
+folder: with a :class:`~utils.run.claims.ClaimBook` each video is extracted by one
 of them.
 """
 
@@ -23,13 +23,13 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import remove_temp_files
-from .claims import ClaimBook, ClaimOwner
-from .console import plural
-from .errors import UserError, VideoError
-from .safe_fs import display_path, input_problem, open_append_nofollow, output_name_problem
-from .sinks import PrintSink, Sink
-from .writer import InputOrder, ResultWriter
+from r21d_features.utils.outputs.atomic import remove_temp_files
+from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
+from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.errors import UserError, VideoError
+from r21d_features.utils.core.safe_fs import display_path, input_problem, open_append_nofollow, output_name_problem
+from r21d_features.utils.outputs.sinks import PrintSink, Sink
+from r21d_features.utils.pipeline.writer import InputOrder, ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class RunSummary:
 
 
 def one_line_reason(exc: BaseException) -> str:
-    """``exc`` as one line: a :class:`~utils.errors.UserError` by its message, anything else
+    """``exc`` as one line: a :class:`~utils.core.errors.UserError` by its message, anything else
     (a bug, a library's error) prefixed by its type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, UserError):
@@ -216,7 +216,7 @@ def store_result(
 ) -> VideoOutcome:
     """Write one ``extract_many`` result to ``sink``; its outcome ("done" or "failed"), never raises
     for the video (``seconds`` is left for the caller to fill). ``with_metadata``: also the
-    window spans (see :mod:`utils.metadata`)."""
+    window spans (see :mod:`utils.outputs.metadata`)."""
     outcome = VideoOutcome(path=path, status="done")
     if isinstance(result, BaseException):
         outcome.status, outcome.reason = "failed", one_line_reason(result)
@@ -233,7 +233,7 @@ def store_result(
         if on_result is not None:
             on_result(result)
         sink.write(path, features)
-    except (KeyboardInterrupt, SystemExit, BrokenPipeError):  # a closed stdout ends the run (utils/cli.py)
+    except (KeyboardInterrupt, SystemExit, BrokenPipeError):  # a closed stdout ends the run (utils/run/cli.py)
         raise
     except Exception as exc:  # unwritable folder, full disk, ...
         outcome.status, outcome.reason = "failed", f"cannot save output: {one_line_reason(exc)}"
@@ -307,7 +307,7 @@ class _Run:
 
     def extract(self, paths: Sequence[str]) -> None:
         """Extract ``paths``; writing, claims and the report happen on a writer thread
-        (utils/writer.py), which finishes what it was handed even when this stops early."""
+        (utils/pipeline/writer.py), which finishes what it was handed even when this stops early."""
         order = InputOrder() if self.in_order else None
         todo = self.claimed(paths) if order is None else order.track(self.claimed(paths))
         results = self.extractor.extract_many(todo)
@@ -361,7 +361,7 @@ def run_extraction(
 ) -> RunSummary:
     """Extract every video in ``video_paths`` into ``sink``; never raises for a single bad video.
 
-    ``with_metadata``: also write each video's window spans (see :mod:`utils.metadata`).
+    ``with_metadata``: also write each video's window spans (see :mod:`utils.outputs.metadata`).
 
     With ``claims``, workers sharing the output folder split the list: a video
     claimed by another worker is skipped, and looked at again once this
@@ -369,7 +369,7 @@ def run_extraction(
     stale and this worker takes it over).
 
     ``report_extra``: fields added to every line of the run report. Interrupted
-    (KeyboardInterrupt, e.g. by :mod:`utils.signals`), it releases its claims and
+    (KeyboardInterrupt, e.g. by :mod:`utils.run.signals`), it releases its claims and
     re-raises with the outcomes so far as ``exc.partial_summary``.
     """
     todo, early = [], []

@@ -2,7 +2,7 @@
 
 One writer per file: each process (worker, shard, Ray actor) appends to its own *part*,
 ``<folder>/features.part-<host>-<pid>-<n>.h5``, created on its first video and never
-reopened for writing by anyone else. ``python -m utils.hdf5_merge <folder>`` joins the parts
+reopened for writing by anyone else. ``python -m r21d_features.utils.hdf5_merge <folder>`` joins the parts
 into ``<folder>/features.h5`` and checks every dataset against them. Layout of a part::
 
     /<video id>            float32 (num_windows, 512) or (num_windows, num_crops, 512)
@@ -10,7 +10,7 @@ into ``<folder>/features.h5`` and checks every dataset against them. Layout of a
                [window_frames, window_times_s]  (save_metadata=true)
                complete = 1                     (set last, then the file is flushed)
 
-``<video id>`` is :func:`utils.output_paths.video_id` (``cat/000`` with ``video_root``: HDF5
+``<video id>`` is :func:`utils.outputs.output_paths.video_id` (``cat/000`` with ``video_root``: HDF5
 makes ``cat`` a group, and ``f["cat/000"]`` reads it back).
 
 Crash safety: a video is written whole, its ``complete`` attribute set last and the file
@@ -34,10 +34,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .claims import pid_alive
-from .errors import SettingsError
-from .output_paths import output_file, video_id
-from .provenance import differences
+from r21d_features.utils.core.processes import pid_alive
+from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.outputs.output_paths import output_file, video_id
+from r21d_features.utils.outputs.provenance import differences
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ PART_SUFFIX = ".h5"
 MERGED_NAME = "features.h5"
 DAMAGED_SUFFIX = ".damaged"
 COMPLETE_ATTR = "complete"
-PROVENANCE_ATTR = "provenance"  # JSON of what made the dataset (utils/provenance.py)
+PROVENANCE_ATTR = "provenance"  # JSON of what made the dataset (utils/outputs/provenance.py)
 # Object headers of HDF5 1.8 keep attributes of any size (window spans of long videos pass
 # the 64 KB of the oldest format); files stay readable by HDF5 >= 1.8.
 LIBVER = "v108"
@@ -138,7 +138,7 @@ class Hdf5Sink:
 
     def set_provenance(self, entries: Mapping[str, Any]) -> None:
         """Record ``entries`` on every dataset written, and count a video done only when a
-        complete copy carries the same entries (see :mod:`utils.provenance`; HDF5 keeps them
+        complete copy carries the same entries (see :mod:`utils.outputs.provenance`; HDF5 keeps them
         as an attribute instead of one record file per video)."""
         self.provenance = json.dumps(dict(entries), sort_keys=True)
         self._done, self._other, self._seen = set(), {}, {}

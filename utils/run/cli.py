@@ -11,24 +11,25 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
-from .claims import ClaimBook
-from .console import video_heading, write_block
-from .errors import DeviceFailure, SettingsError, UserError
-from .output_paths import check_unique_outputs
-from .path_list import collect_video_paths, shard
-from .ffmpeg import sweep_partials
-from .plots import plot_paths, require_matplotlib, save_video_plots
-from .predictions import format_window_predictions
-from .provenance import check_existing_outputs, with_provenance
-from .ray_runner import RaySettings, run_on_ray
-from .runner import RunSummary, report_path_in, run_extraction
-from .metadata import METADATA_KEYS
-from .safe_fs import remove_empty_dirs
-from .settings import ExtractorSettings, RunSettings, split_settings
-from .hdf5_sink import Hdf5Sink
-from .signals import RunInterrupted, kill_children, stop_on_signals
-from .sinks import FileSink, Sink, make_sink, output_dir
-from .decoders import quiet_decoder_logs
+from r21d_features.utils.run.claims import ClaimBook
+from r21d_features.utils.core.console import video_heading, write_block
+from r21d_features.utils.core.errors import DeviceFailure, SettingsError, UserError
+from r21d_features.utils.outputs.output_paths import check_unique_outputs
+from r21d_features.utils.video.path_list import collect_video_paths, shard
+from r21d_features.utils.video.ffmpeg import sweep_partials
+from r21d_features.utils.outputs.plots import plot_paths, require_matplotlib, save_video_plots
+from r21d_features.utils.outputs.predictions import format_window_predictions
+from r21d_features.utils.outputs.provenance import check_existing_outputs, with_provenance
+from r21d_features.utils.run.ray_runner import RaySettings, run_on_ray
+from r21d_features.utils.run.runner import RunSummary, report_path_in, run_extraction
+from r21d_features.utils.outputs.metadata import METADATA_KEYS
+from r21d_features.utils.core.safe_fs import remove_empty_dirs
+from r21d_features.utils.core.settings import ExtractorSettings, RunSettings, split_settings
+from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
+from r21d_features.utils.core.processes import kill_children
+from r21d_features.utils.run.signals import RunInterrupted, stop_on_signals
+from r21d_features.utils.outputs.sinks import FileSink, Sink, make_sink, output_dir
+from r21d_features.utils.video.decoders import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Extractor(Protocol):
     weights_source: str  # the weights file, or "random"
     weights_id: str  # "sha256:<hex>" of the weights file, or "random"
 
-    def provenance(self) -> dict[str, Any]: ...  # what the numbers depend on (utils/provenance.py)
+    def provenance(self) -> dict[str, Any]: ...  # what the numbers depend on (utils/outputs/provenance.py)
 
     def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, object]]: ...
 
@@ -117,7 +118,7 @@ def run_cli(
     """Run an extraction as the command line does; returns the process exit status.
 
     ``values``: every key of the command line (``feature_type`` plus the fields of
-    :class:`~utils.settings.RunSettings`, :class:`~utils.ray_runner.RaySettings` and the
+    :class:`~utils.core.settings.RunSettings`, :class:`~utils.run.ray_runner.RaySettings` and the
     extractor's settings), missing ones at their defaults.
     0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done;
     130 / 143: stopped by SIGINT / SIGTERM (summary printed, claims released);
@@ -217,11 +218,11 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
                      extractor.feature_shape, stdout, METADATA_KEYS if run.save_metadata else (),
                      run.video_root, extractor.output_attrs)
     claims = None
-    if isinstance(sink, (FileSink, Hdf5Sink)):  # workers sharing the folder split the videos (utils/claims.py)
+    if isinstance(sink, (FileSink, Hdf5Sink)):  # workers sharing the folder split the videos (utils/run/claims.py)
         claims = ClaimBook(sink.path_for, stale_s=run.lock_stale_s)
         try:
             check_writable_folder(sink.folder)
-            # Skip only outputs made with the same settings; others stop the run here (utils/provenance.py).
+            # Skip only outputs made with the same settings; others stop the run here (utils/outputs/provenance.py).
             sink = with_provenance(sink, extractor.provenance())
             check_existing_outputs(sink, paths, run.overwrite)
         except SettingsError:

@@ -2,7 +2,7 @@
 
 Every call is an argument list, never a shell string, so paths with spaces,
 quotes or leading dashes are passed through untouched. Every ffmpeg is a child
-that dies with the run (:func:`utils.signals.spawn`) and has a time limit
+that dies with the run (:func:`utils.run.signals.spawn`) and has a time limit
 (``video_timeout_s``, else :data:`DEFAULT_TIMEOUT_S`).
 """
 
@@ -18,10 +18,10 @@ import time
 import zlib
 from pathlib import Path
 
-from .claims import pid_alive
-from .errors import SettingsError, VideoError
-from .safe_fs import bounded_name, input_problem
-from .signals import forget, spawn
+from r21d_features.utils.core.processes import pid_alive
+from r21d_features.utils.core.errors import SettingsError, VideoError
+from r21d_features.utils.core.safe_fs import bounded_name, input_problem
+from r21d_features.utils.core.processes import forget, spawn
 
 # A re-encode still running after this long is stuck (e.g. on a file that never ends);
 # video_timeout_s replaces it when set.

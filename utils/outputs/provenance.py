@@ -36,9 +36,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import SettingsError
-from .safe_fs import display_path, hidden_path, read_small
+from r21d_features.utils.outputs.atomic import atomic_write
+from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.core.safe_fs import display_path, hidden_path, read_small
 
 log = logging.getLogger(__name__)
 

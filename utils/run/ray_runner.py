@@ -10,7 +10,7 @@
                                                 (atomic .npy/.pkl, same FileSink as local)
     OutcomeLog (summary, report, bar) <--outcomes--  outbox queue
 
-Only paths and small :class:`~utils.runner.VideoOutcome` records travel through
+Only paths and small :class:`~utils.run.runner.VideoOutcome` records travel through
 Ray; frames and features stay inside the actor, which writes them exactly as
 the single-process run does. So the outputs are the same files with the same
 numbers, and a killed run is resumed by running it again: what exists is skipped.
@@ -42,15 +42,15 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .errors import DeviceFailure, SettingsError
-from .console import plural
-from .metadata import METADATA_KEYS
-from .prefetch import default_decode_workers
-from .provenance import with_provenance
-from .runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
-from .settings import setting
-from .sinks import make_sink, output_dir
-from .writer import ResultWriter
+from r21d_features.utils.core.errors import DeviceFailure, SettingsError
+from r21d_features.utils.core.console import plural
+from r21d_features.utils.outputs.metadata import METADATA_KEYS
+from r21d_features.utils.pipeline.prefetch import default_decode_workers
+from r21d_features.utils.outputs.provenance import with_provenance
+from r21d_features.utils.run.runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
+from r21d_features.utils.core.settings import setting
+from r21d_features.utils.outputs.sinks import make_sink, output_dir
+from r21d_features.utils.pipeline.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class ExtractionWorker:
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
                                   self.extractor.feature_shape, sys.stdout,
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
-            if hasattr(self.sink, "path_for"):  # saved outputs carry their provenance (utils/provenance.py)
+            if hasattr(self.sink, "path_for"):  # saved outputs carry their provenance (utils/outputs/provenance.py)
                 self.sink = with_provenance(self.sink, self.extractor.provenance())
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
@@ -485,7 +485,7 @@ def run_on_ray(
     Each worker builds ``extractor_cls(extractor_settings)`` once (``extractor_cls``
     is a class Ray can import by name, with a ``feature_type``; the settings a frozen dataclass
     with ``model_name``, ``device``, ``decode_workers``, ``show_pred``, ``tmp_path`` and
-    ``checkpoint_path``, as :class:`~utils.settings.ExtractorSettings` says).
+    ``checkpoint_path``, as :class:`~utils.core.settings.ExtractorSettings` says).
     Joins the Ray runtime already initialised in this process, else
     ``ray.init(address=ray_settings.ray_address)`` (None: a new local cluster,
     ``"auto"``: the cluster started by ``ray start``) and shuts down what it started.

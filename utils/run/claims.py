@@ -26,7 +26,6 @@ import errno
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -34,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .atomic import atomic_write
-from .safe_fs import hidden_path, read_small
+from r21d_features.utils.outputs.atomic import atomic_write
+from r21d_features.utils.core.processes import host_id, pid_alive, process_start_time
+from r21d_features.utils.core.safe_fs import hidden_path, read_small
 
 log = logging.getLogger(__name__)
 
@@ -47,48 +47,6 @@ BREAK_GUARD_STALE_S = 30.0
 # caching (up to 60 s by default) a live claim never looks stale to another host.
 MAX_HEARTBEAT_S = 30.0
 MAX_POLL_S = 5.0
-
-
-def host_id() -> str:
-    """Where this process's pid means something: host name, boot id (machines that share a
-    name) and pid namespace (containers on one machine)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        boot, namespace = "?", 0
-    return f"{socket.gethostname()}/{boot}/{namespace}"
-
-
-def process_start_time() -> float:
-    """Unix time at which this process started (Linux ``/proc``); now where unknown."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ")" of the name
-        with open("/proc/stat", encoding="ascii") as f:
-            boot_s = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        return boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-
-
-def pid_alive(pid: int) -> bool:
-    """True unless process ``pid`` of this host is gone (zombies count as gone)."""
-    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows: trust the heartbeat only
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass(frozen=True)

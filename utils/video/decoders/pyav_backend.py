@@ -9,7 +9,7 @@
   cut presents fewer frames than its sample table holds), as the reference does.
 - Frame threading on up to ``os.cpu_count()`` threads (capped at :data:`MAX_DECODE_THREADS`).
 - 8-bit 4:2:0 and 4:2:2 frames are handed out as their Y, U, V planes (see
-  :mod:`utils.decoders.yuv`), so only the pixels a caller gathers are ever converted to
+  :mod:`utils.video.decoders.yuv`), so only the pixels a caller gathers are ever converted to
   RGB; any other format is converted with swscale (``to_ndarray(format="rgb24")``), as the
   reference does.
 """

@@ -14,9 +14,9 @@ from typing import Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
-from .atomic import atomic_write
-from .console import video_heading, write_block
-from .output_paths import output_file
+from r21d_features.utils.outputs.atomic import atomic_write
+from r21d_features.utils.core.console import video_heading, write_block
+from r21d_features.utils.outputs.output_paths import output_file
 
 ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", "save_hdf5")
 
@@ -95,7 +95,7 @@ def feature_shape_of(feature_dim: int | Sequence[int]) -> tuple[int, ...]:
 
 class FileSink:
     """Saves ``<output_root>/<feature_type>/<model_name>/<video id>_<key>.<npy|pkl>``
-    (video id: :func:`utils.output_paths.video_id`)."""
+    (video id: :func:`utils.outputs.output_paths.video_id`)."""
 
     def __init__(self, output_root: str | Path, feature_type: str, model_name: str, fmt: str,
                  feature_dim: int | Sequence[int], extra_keys: Sequence[str] = (),
@@ -156,7 +156,7 @@ def make_sink(on_extraction: str, output_root: str, feature_type: str, model_nam
     if on_extraction == "save_pickle":
         return FileSink(output_root, feature_type, model_name, "pkl", feature_dim, extra_keys, video_root)
     if on_extraction == "save_hdf5":
-        from .hdf5_sink import Hdf5Sink  # noqa: PLC0415 (h5py only when asked for)
+        from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink  # noqa: PLC0415 (h5py only when asked for)
 
         return Hdf5Sink(output_dir(output_root, feature_type, model_name), feature_type, feature_dim,
                         with_metadata=bool(extra_keys), video_root=video_root, attrs=attrs or {})

@@ -7,7 +7,7 @@ is named after its *video id*, computed here and nowhere else::
     video_root=/data:       /data/cat/000.mp4  ->  "cat/000"   ->  <folder>/cat/000_r21d.npy
                             /data/dog/000.mp4  ->  "dog/000"   ->  <folder>/dog/000_r21d.npy
 
-``<folder>`` is ``<output_path>/<feature_type>/<model_name>`` (:func:`utils.sinks.output_dir`).
+``<folder>`` is ``<output_path>/<feature_type>/<model_name>`` (:func:`utils.outputs.sinks.output_dir`).
 The id is the path relative to ``video_root`` without the file's extension, with ``/``
 between folders on every OS (it is also the HDF5 dataset name). Paths are compared after
 ``os.path.abspath`` (no symlinks resolved), so relative paths and ``..`` work as the shell means them.
@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path, PurePath
 from typing import Sequence
 
-from .path_list import PathListError
+from r21d_features.utils.video.path_list import PathListError
 
 
 def video_id(video_path: str | os.PathLike, video_root: str | os.PathLike | None = None) -> str:

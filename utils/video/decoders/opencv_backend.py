@@ -11,7 +11,7 @@ size. Display-rotation metadata is ignored unless asked for, as the
 Broken files are told apart from short ones: a frame that fails to decode
 while later frames still decode is an error (the reference's ``cap.read()``
 loop would silently stop there), and in containers with a frame index (mp4,
-mov, avi) :func:`utils.decoders.base.check_frame_count` compares the frames decoded
+mov, avi) :func:`utils.video.decoders.base.check_frame_count` compares the frames decoded
 with the count the index declares, which catches truncated files.
 """
 
@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import cv2
 
-from ..safe_fs import utf8_openable
+from r21d_features.utils.core.safe_fs import utf8_openable
 from .base import Planes, VideoDecodeError, VideoInfo, check_frame_size, check_readable_file, has_frame_index
 
 

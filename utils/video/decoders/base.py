@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..console import plural
-from ..errors import VideoError
+from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.errors import VideoError
 from .yuv import YuvForm
 
 # check_frame_count: missing frames tolerated with a warning (more is a failure).

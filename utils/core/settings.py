@@ -2,7 +2,7 @@
 
 Each part of the program owns one frozen dataclass of the settings it reads
 (the extractor's lives with the extractor, the Ray runner's in
-:mod:`utils.ray_runner`, the run loop's here), checked in ``__post_init__``.
+:mod:`utils.run.ray_runner`, the run loop's here), checked in ``__post_init__``.
 A field is a command-line key of the same name: its default and help text are
 written once, in :func:`setting`, and the command line's schema and ``--help``
 are generated from the fields.
@@ -13,8 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from .errors import SettingsError
-from .sinks import ON_EXTRACTION_CHOICES
+from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.outputs.sinks import ON_EXTRACTION_CHOICES
 
 RUNNERS = ("local", "ray")
 

@@ -1,7 +1,7 @@
 """Cut a stream of preprocessed frames into windows without holding the video.
 
 Frames arrive in order, in chunks, possibly with the frames of gaps left out
-(see :func:`utils.windows.is_frame_used`). Each frame is stored once however
+(see :func:`utils.video.windows.is_frame_used`). Each frame is stored once however
 many windows share it; only the frames that a future window can still use are
 kept, so memory is about one window plus one chunk.
 """
