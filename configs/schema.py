@@ -2,8 +2,8 @@
 
 Each part owns its keys (defaults, types, checks and help text):
 :class:`models.r21d.settings.R21DSettings` (the extractor),
-:class:`utils.core.settings.RunSettings` (the run loop) and
-:class:`utils.run.ray_runner.RaySettings` (``runner=ray``). This module only combines
+:class:`utils.run.settings.RunSettings` (the run loop) and
+:class:`utils.run.settings.RaySettings` (``runner=ray``). This module only combines
 them into one dataclass for Hydra's ConfigStore (``schema/<feature_type>``), so a
 wrong key or type fails before any work, and generates ``--help`` from their
 help texts. A new key is one field in the part that uses it.
@@ -20,10 +20,11 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from r21d_features.models.r21d.settings import R21DSettings
-from r21d_features.utils.run.ray_runner import RaySettings
-from r21d_features.utils.core.settings import RunSettings, help_of, setting, setting_fields
+from r21d_features.utils.run.settings import RaySettings, RunSettings
+from r21d_features.utils.core.settings import help_of, setting, setting_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,29 +149,45 @@ def _describe(exc: Exception, args: list[str], feature_type: str) -> str:
     return f"the arguments cannot be used: {text[:300]}"
 
 
-def override_error(argv: list[str]) -> str | None:
-    """One line for the first command-line argument the schema refuses, or None.
+def _for_hydra_app(argv: list[str]) -> bool:
+    """Whether ``argv`` asks Hydra's application itself: a flag (``--help``, ``--cfg job``, ``-m``, ...)
+    or a ``hydra.*`` override."""
+    return any(a.startswith("-") or a.split("=", 1)[0].lstrip("+~").split(".")[0] == "hydra" for a in argv)
 
-    Runs Hydra's own composition first, so what Hydra would refuse in its multi-line
-    style (a wrong type such as ``stack_size=1.5``, ``null`` for a key that needs a value,
-    an unknown ``feature_type``, broken list syntax) is reported as one line naming the
-    key, the value and what is allowed. Value checks (ranges, choices) are the settings
-    dataclasses' job and follow in ``run_cli``.
+
+def compose_values(argv: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """``(values, None)``: the plain values of a run's arguments, composed once; ``(None, error)``:
+    one line for the first argument the schema refuses; ``(None, None)``: Hydra's own flags, for
+    Hydra's application to answer.
+
+    Hydra's refusals (a wrong type such as ``stack_size=1.5``, ``null`` for a key that needs a
+    value, an unknown ``feature_type``, broken list syntax) come back as one line naming the key,
+    the value and what is allowed. Value checks (ranges, choices) are the settings dataclasses'
+    job and follow in ``run_cli``.
     """
     error = unknown_key_error(argv)
-    if error or any(a in MULTIRUN_FLAGS for a in argv):
-        return error
-    args = [a for a in argv if not a.startswith("-") and "=" in a]
+    if error:
+        return None, error
+    hydra_app = _for_hydra_app(argv)
+    if any(a in MULTIRUN_FLAGS for a in argv):
+        return None, None  # one composition per combination, by Hydra
+    args = [a for a in argv if not a.startswith("-") and "=" in a] if hydra_app else list(argv)
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=args)
     except Exception as exc:  # noqa: BLE001 (Hydra and OmegaConf raise many types; all become one line)
         feature_type = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == "feature_type"), "r21d")
-        return _describe(exc, args, feature_type)
-    del cfg
-    return None
+        return None, _describe(exc, args, feature_type)
+    if hydra_app:
+        return None, None
+    return OmegaConf.to_container(cfg, resolve=True), None
 
 
-__all__ = ["ALL_KEYS", "R21DConfig", "help_footer", "override_error", "register_configs", "schema_class",
+def override_error(argv: list[str]) -> str | None:
+    """One line for the first command-line argument the schema refuses, or None (see :func:`compose_values`)."""
+    return compose_values(argv)[1]
+
+
+__all__ = ["ALL_KEYS", "R21DConfig", "compose_values", "help_footer", "override_error", "register_configs", "schema_class",
            "unknown_key_error"]

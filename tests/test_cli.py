@@ -42,6 +42,7 @@ def test_list_of_paths_printed(ckpt, tmp_path):
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.iterdir())  # Hydra leaves nothing behind
 
 
+@pytest.mark.slow
 def test_single_path_with_predictions(ckpt):
     proc = run_main("feature_type=r21d", f"video_paths={SAMPLES[1]}", "show_pred=true", "step_size=40", ckpt)
     assert proc.returncode == 0, proc.stderr
@@ -65,6 +66,7 @@ def test_file_with_video_paths_and_relative_paths(ckpt, tmp_path):
     assert np.load(saved(out, SAMPLES[1].stem)).shape == (3, 512)  # 132 frames: starts 0, 50, 100
 
 
+@pytest.mark.slow
 def test_ig65m_model_to_numpy(checkpoints, make_video, tmp_path):
     video = make_video("tiny clip.mp4", num_frames=20)
     model = "r2plus1d_34_8_ig65m_ft_kinetics"
@@ -90,6 +92,7 @@ def ffmpeg_fps_frame_count(video: Path, fps: float, tmp_path: Path) -> int:
     return n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", [False, True])
 def test_extraction_fps_windows_and_tmp_files(ckpt, tmp_path, keep):
     video = SAMPLES[1]  # 132 frames at 25 fps
@@ -109,6 +112,7 @@ def test_extraction_fps_windows_and_tmp_files(ckpt, tmp_path, keep):
 
 # ---------------------------------------------------------------- sinks, skipping, failures
 
+@pytest.mark.slow
 def test_numpy_and_pickle_hold_the_same_features(ckpt, tmp_path, make_video):
     video = make_video("clip.mp4", num_frames=36)
     for sink in ("save_numpy", "save_pickle"):
@@ -122,6 +126,7 @@ def test_numpy_and_pickle_hold_the_same_features(ckpt, tmp_path, make_video):
     np.testing.assert_array_equal(from_npy, from_pkl)
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_skipped(ckpt, tmp_path, make_video):
     video = make_video("clip.mp4", num_frames=20)
     args = ("feature_type=r21d", f"video_paths={video}", "device=cpu", "on_extraction=save_numpy",

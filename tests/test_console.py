@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from tests.helpers import run_cli_quietly, write_test_video
 
@@ -35,6 +37,7 @@ def terminal_lines(text: str) -> list[str]:
     return shown
 
 
+@pytest.mark.slow
 def test_features_predictions_and_log_lines_are_never_glued_to_the_progress_bar(checkpoints, make_video, tmp_path):
     a, b = make_video("a.mp4", num_frames=32), make_video("b b.mp4", num_frames=16, seed=1)
     # stdout and stderr into one pipe, as both land in one terminal

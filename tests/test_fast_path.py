@@ -53,6 +53,7 @@ def test_preprocessing_matches_whole_frame_resize(height, width):
         (6, 4, 3, None, 18),
     ],
 )
+@pytest.mark.slow
 def test_fast_path_matches_naive_mode(checkpoints, naive_r18, make_video, stack, step, batch, channels_last, frames):
     video = make_video("clip.mp4", num_frames=frames, height=144, width=256)
     extractor = r18_extractor(checkpoints, stack_size=stack, step_size=step, batch_size=batch,

@@ -56,6 +56,7 @@ def test_host_blend_refuses_a_buffer_of_another_shape():
         blender.blend_into(random_planes(np.random.default_rng(0), 360, 640, None), np.empty((3, 112, 112), np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crops", ["center", "ten"])
 def test_cpu_run_equals_the_gpu_chunk_path_run_on_the_cpu(checkpoints, tmp_path, crops):
     """The same extractor with the GPU's chunk path (taps, finished in the model thread) gives the

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import nbclient
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
@@ -32,6 +34,7 @@ def _text_of(cell) -> str:
     return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     # The kernel starts in an empty folder (outputs land there, not in the checkout) that
     # sees the sample videos, and imports the project from the checkout, as after an install.

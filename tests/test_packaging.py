@@ -23,8 +23,17 @@ from tests.helpers import write_test_video
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a source distribution would not carry: builds, environments, outputs.
-IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                                 "output", "outputs", "tmp", "tests", "sample", "*.ipynb", "bench_out", ".whl")
+# Anywhere in the tree; and only at the top (a package such as utils/outputs/ is source).
+_IGNORED_ANYWHERE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                           ".pytest_cache", "*.ipynb")
+_IGNORED_AT_TOP = {"output", "outputs", "tmp", "tests", "sample", "bench_out", ".whl"}
+
+
+def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 (shutil.copytree's ignore)
+    ignored = set(_IGNORED_ANYWHERE(folder, names))
+    if Path(folder) == ROOT:
+        ignored |= _IGNORED_AT_TOP & set(names)
+    return ignored
 
 
 def _clean_env() -> dict[str, str]:

@@ -184,6 +184,7 @@ def test_cross_video_batches_equal_per_video_features(checkpoints, videos):
     assert got[videos["too_short"]].features.shape == (0, 512)
 
 
+@pytest.mark.slow
 def test_timed_out_and_failing_videos_leave_batch_mates_alone(checkpoints, videos, monkeypatch):
     extractor = _extractor(checkpoints, decode_workers=3, video_timeout_s=8.0)
     want = {p: r.features for p, r in _extractor(checkpoints, decode_workers=2).extract_many(

@@ -133,6 +133,7 @@ def test_missing_matplotlib_is_refused_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_features_without_plots_are_extracted_again_when_plots_are_asked_for(tmp_path):
     video = write_test_video(tmp_path / "clip.mp4", num_frames=16)
     folder = tmp_path / "out" / "r21d" / MODEL

@@ -25,7 +25,8 @@ import torch
 from tests.conftest import REPO_ROOT, run_main, synthetic_frames, write_video
 from r21d_features.main import run as run_cli
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
-from r21d_features.utils.run.ray_runner import ExtractionWorker, RaySettings, RaySetupError, WorkerPlan, _RayRun, plan_workers
+from r21d_features.utils.run.ray_runner import ExtractionWorker, WorkerPlan, _RayRun, plan_workers
+from r21d_features.utils.run.settings import RaySettings, RaySetupError
 from r21d_features.utils.run.runner import VideoOutcome
 from r21d_features.utils.outputs.sinks import load_feature_file
 

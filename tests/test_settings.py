@@ -13,8 +13,9 @@ from hydra import compose, initialize_config_dir
 from r21d_features.configs.schema import ALL_KEYS, PARTS, R21DConfig, help_footer, register_configs
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
 from r21d_features.utils.core.errors import SettingsError, UserError
-from r21d_features.utils.run.ray_runner import RaySettings
-from r21d_features.utils.core.settings import RunSettings, help_of, split_settings
+from r21d_features.utils.run.settings import RaySettings
+from r21d_features.utils.core.settings import help_of, split_settings
+from r21d_features.utils.run.settings import RunSettings
 from tests.conftest import REPO_ROOT, run_main
 
 

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from .zoo import Preprocessing
 
@@ -80,6 +83,8 @@ def cut_crops(region_nhwc: torch.Tensor, boxes: tuple[CropBox, ...], spec: Prepr
     as ``ten_crop`` flips the whole frame. Channels stay last: a clip in the network's
     channels-last layout is then one plain copy of a window.
     """
+    import torch  # noqa: PLC0415 (torch only once frames are converted: a light start)
+
     top0, left0, _, region_w = crop_region(boxes, spec)
     ch, cw = spec.crop_hw
     frame_w = spec.resize_hw[1]

@@ -48,6 +48,7 @@ from r21d_features.utils.video.windows import is_frame_used, window_bounds
 from . import device_errors
 from .batching import run_batched
 from .builders import build_model
+from .cudnn import tuned_convolutions
 
 try:
     from .host_blend import HostBlender
@@ -237,7 +238,6 @@ class R21DExtractor:
         if self.device.type == "cuda":
             # Every batch has one shape (padded to batch_size, see batching.py): cuDNN tunes once,
             # in the start-up probe, which also catches a GPU this torch has no kernels for.
-            torch.backends.cudnn.benchmark = True
             clips = torch.zeros(self.windows_per_batch * self.num_crops, 3, self.stack_size,
                                 *self.record.preprocessing.crop_hw)
             device_errors.probe(lambda: self.forward_clips(clips), self.device)
@@ -265,6 +265,10 @@ class R21DExtractor:
     def forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Clips ``B x 3 x T x 112 x 112`` float32 (normalised) -> features ``B x 512`` float32
         and logits ``B x 400`` float32 (None unless ``show_pred``)."""
+        with tuned_convolutions(self.device):
+            return self._forward_clips(clips_bcthw)
+
+    def _forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         clips_bcthw = clips_bcthw.to(self.device, non_blocking=True)
         if self.channels_last:
             clips_bcthw = clips_bcthw.contiguous(memory_format=torch.channels_last_3d)

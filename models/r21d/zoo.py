@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from torchvision.models.video import R2Plus1D_18_Weights
-
 from r21d_features.utils.core.errors import SettingsError
 
 
 def kinetics400_labels() -> list[str]:
     """The 400 Kinetics class names in the order of the classifier's outputs."""
+    from torchvision.models.video import R2Plus1D_18_Weights  # noqa: PLC0415 (torchvision loads with the model)
+
     return list(R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"])
 
 

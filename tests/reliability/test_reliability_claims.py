@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import numpy as np
 
 from r21d_features.utils.core.processes import host_id
@@ -144,6 +146,7 @@ def test_failures_are_shared_with_workers_of_the_same_run_only(tmp_path):
 # ---------------------------------------------------------------- the run loop with claims
 
 
+@pytest.mark.slow
 def test_video_claimed_by_another_worker_is_waited_for_and_counted_as_skipped(
         tmp_path, extractor, good_clips, reference):
     sink = FileSink(tmp_path, "r21d", MODEL, "npy", FEATURE_DIM)

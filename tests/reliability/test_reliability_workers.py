@@ -45,6 +45,7 @@ def assert_outputs_equal_reference(output: Path, clips: list[Path], reference: d
     assert leftovers(folder) == []
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_finishes_with_identical_outputs(
         tmp_path, checkpoint_file, good_clips, reference):
     out = tmp_path / "out"
@@ -75,6 +76,7 @@ def test_kill_9_mid_run_then_the_same_command_finishes_with_identical_outputs(
         str(c) for c in good_clips if f"{c.stem}_r21d.npy" in done_before}
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_killed_writer_are_swept_for_every_file_of_the_video(tmp_path, checkpoint_file, good_clips):
     """kill -9 can land inside any of a video's writes: its record, its metadata, its features."""
     out = tmp_path / "out"
@@ -95,6 +97,7 @@ def test_leftovers_of_a_killed_writer_are_swept_for_every_file_of_the_video(tmp_
 WORKERS = 3
 
 
+@pytest.mark.slow
 def test_several_workers_on_one_folder_extract_everything_once(tmp_path, checkpoint_file, good_clips, reference):
     bad = [tmp_path / "missing.mp4", tmp_path / "notes.mp4"]
     bad[1].write_text("not a video\n")

@@ -42,6 +42,7 @@ def inputs(tmp_path):
     server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reencode", [False, True], ids=["decode", "extraction_fps"])
 def test_each_bad_input_fails_alone_and_the_rest_is_extracted(tmp_path, inputs, reencode):
     list_file, good, bad = inputs

@@ -5,10 +5,13 @@ and the line, exit 2."""
 from __future__ import annotations
 
 import os
+import pytest
+
 from tests.helpers import write_test_video
 from tests.trust.trust_helpers import assert_no_traceback, cli_args, features, features_folder, run
 
 
+@pytest.mark.slow
 def test_bom_crlf_comments_and_non_utf8_names(tmp_path):
     folder = tmp_path / "videos"
     a = write_test_video(folder / "a.mp4")

@@ -40,6 +40,7 @@ def report(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes(tmp_path, clips, checkpoints):
     assert run(cli_args(tmp_path, videos(clips))).returncode == 0
     assert {r["weights"] for r in report(tmp_path)} == {"random"}  # random-weight outputs say so
@@ -73,6 +74,7 @@ def test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes(tmp_p
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_output_without_a_record_is_unknown_provenance(tmp_path, clips):
     assert run(cli_args(tmp_path, videos(clips))).returncode == 0
     folder = features_folder(tmp_path)
@@ -89,6 +91,7 @@ def test_output_without_a_record_is_unknown_provenance(tmp_path, clips):
     assert record.is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused_at_load(tmp_path, clips, checkpoints, poison):
     state = torch.load(checkpoints[MODEL], weights_only=True)
@@ -103,6 +106,7 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, clips, checkpoints, po
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_video_with_non_finite_features_fails_and_nothing_is_saved(tmp_path, clips, checkpoints):
     state = torch.load(checkpoints[MODEL], weights_only=True)
     state["stem.0.weight"].fill_(1e38)  # finite weights whose activations overflow float32

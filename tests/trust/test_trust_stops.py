@@ -50,6 +50,7 @@ def report_lines(tmp_path: Path) -> int:
     (signal.SIGINT, "re-encode"), (signal.SIGTERM, "re-encode"),
     pytest.param(signal.SIGINT, "model", marks=pytest.mark.slow),  # the same unwinding, from the model loop
 ])
+@pytest.mark.slow
 def test_signal_stops_cleanly_and_the_same_command_resumes(tmp_path, slow_clip, signum, when):
     small = write_test_video(tmp_path / "small.mp4")
     if when == "re-encode":  # ffmpeg is running when the signal comes
@@ -78,6 +79,7 @@ def test_signal_stops_cleanly_and_the_same_command_resumes(tmp_path, slow_clip, 
     assert leftovers(tmp_path) == [] and not (tmp_path / "tmp").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_reencode_leaves_no_orphan_and_the_next_run_cleans_up(tmp_path, slow_clip):
     args = cli_args(tmp_path, f"video_paths=[{slow_clip}]", "extraction_fps=12")
     proc = start(args)
@@ -94,6 +96,7 @@ def test_kill_9_during_a_reencode_leaves_no_orphan_and_the_next_run_cleans_up(tm
     assert not (tmp_path / "tmp" / "r21d").exists()  # tmp_path itself existed before this run: kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_lines", [0, 2])
 def test_closed_stdout_ends_the_run_quietly(tmp_path, keep_lines):
     clips = [write_test_video(tmp_path / f"c{i}.mp4") for i in range(3)]

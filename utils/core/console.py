@@ -9,8 +9,9 @@ redraws the bars below (``tqdm.external_write_mode``, the mechanism behind ``tqd
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from tqdm import tqdm
 
@@ -25,12 +26,29 @@ class TqdmAwareHandler(logging.StreamHandler):
             super().emit(record)
 
 
-def configure_logging(debug: bool = False) -> None:
-    """Root logging for the command line: ``LEVEL: message`` on stderr, INFO (DEBUG with
-    ``debug``), written around the progress bar. Replaces handlers set up before."""
-    handler = TqdmAwareHandler()
+def configure_logging(debug: bool = False, stream: TextIO | None = None) -> None:
+    """Root logging for the command line: ``LEVEL: message`` on ``stream`` (stderr), INFO
+    (DEBUG with ``debug``), written around the progress bar. Replaces handlers set up before."""
+    handler = TqdmAwareHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+
+
+@contextlib.contextmanager
+def command_logging(debug: bool = False, stream: TextIO | None = None) -> Iterator[None]:
+    """:func:`configure_logging` for the length of one command, then the root logger as it was
+    (a command run inside a Python process leaves that process's logging alone)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging(debug, stream)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 def write_block(text: str, stream: TextIO, end: str = "\n") -> None:

@@ -1,8 +1,8 @@
-"""Typed settings: the helper every part uses to declare its keys, and the run loop's own.
+"""Typed settings: the helpers every part uses to declare its keys and to split the flat ones.
 
 Each part of the program owns one frozen dataclass of the settings it reads
-(the extractor's lives with the extractor, the Ray runner's in
-:mod:`utils.run.ray_runner`, the run loop's here), checked in ``__post_init__``.
+(the extractor's lives with the extractor, the run loop's and the Ray runner's in
+:mod:`utils.run.settings`), checked in ``__post_init__``.
 A field is a command-line key of the same name: its default and help text are
 written once, in :func:`setting`, and the command line's schema and ``--help``
 are generated from the fields.
@@ -10,13 +10,11 @@ are generated from the fields.
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from r21d_features.utils.core.errors import SettingsError
-from r21d_features.utils.outputs.sinks import ON_EXTRACTION_CHOICES
 
-RUNNERS = ("local", "ray")
 
 
 def setting(default: Any, help: str) -> Any:  # noqa: A002 (the word users read in --help)
@@ -51,45 +49,6 @@ def split_settings(values: Mapping[str, Any], parts: Sequence[type]) -> list[Any
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}: `python main.py --help` lists the keys")
     return [part(**{k: v for k, v in values.items() if k in keys}) for part, keys in zip(parts, names)]
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What to extract, where the results go, and how the run behaves."""
-
-    video_paths: Any = setting(None, "one path or a list [a.mp4, b.mp4]")
-    file_with_video_paths: Optional[str] = setting(None, "text file, one path per line")
-    on_extraction: str = setting("print", " | ".join(ON_EXTRACTION_CHOICES))
-    output_path: str = setting("./output", "folder for saved features")
-    video_root: Optional[str] = setting(
-        None, "outputs mirror the folders under it: <root>/cat/000.mp4 -> cat/000_r21d.npy (null: file names only)")
-    num_shards: int = setting(1, "take every num_shards-th video from shard_index (SLURM arrays)")
-    shard_index: int = setting(0, "which shard this run takes, 0..num_shards-1")
-    debug: bool = setting(False, "print tracebacks of failed videos")
-    progress: bool = setting(True, "show progress bars")
-    save_plots: bool = setting(
-        False, "also write <stem>_top1_timeline.png and <stem>_similarity.png (needs matplotlib)")
-    save_metadata: bool = setting(
-        False, "also write <stem>_fps, <stem>_window_frames, <stem>_window_times_s with the same sink")
-    lock_stale_s: float = setting(
-        300.0, "workers sharing output_path take over a claim not refreshed for this many seconds")
-    overwrite: bool = setting(
-        False, "redo videos whose saved output was made with other settings (default: stop and say which)")
-    runner: str = setting(
-        "local", 'local (one process) | ray (actors on a Ray cluster; pip install ".[ray]"; save_* only)')
-
-    def __post_init__(self) -> None:
-        if self.runner not in RUNNERS:
-            raise SettingsError(f"runner={self.runner!r} is unknown; allowed: {', '.join(RUNNERS)}")
-        if self.on_extraction not in ON_EXTRACTION_CHOICES:
-            raise SettingsError(
-                f"on_extraction={self.on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}")
-        if self.num_shards < 1:
-            raise SettingsError(f"num_shards={self.num_shards} is invalid: it must be >= 1")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise SettingsError(f"shard_index={self.shard_index} is invalid: it must be in 0..{self.num_shards - 1}")
-        if not self.lock_stale_s > 0:
-            raise SettingsError(f"lock_stale_s={self.lock_stale_s} is invalid: it must be > 0 seconds")
 
 
 class ExtractorSettings(Protocol):

@@ -20,11 +20,11 @@ from r21d_features.utils.video.ffmpeg import sweep_partials
 from r21d_features.utils.outputs.plots import plot_paths, require_matplotlib, save_video_plots
 from r21d_features.utils.outputs.predictions import format_window_predictions
 from r21d_features.utils.outputs.provenance import check_existing_outputs, with_provenance
-from r21d_features.utils.run.ray_runner import RaySettings, run_on_ray
 from r21d_features.utils.run.runner import RunSummary, report_path_in, run_extraction
 from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.core.safe_fs import remove_empty_dirs
-from r21d_features.utils.core.settings import ExtractorSettings, RunSettings, split_settings
+from r21d_features.utils.core.settings import ExtractorSettings, split_settings
+from r21d_features.utils.run.settings import RaySettings, RunSettings
 from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
 from r21d_features.utils.core.processes import kill_children
 from r21d_features.utils.run.signals import RunInterrupted, stop_on_signals
@@ -111,6 +111,7 @@ def check_folders_differ(run: RunSettings, extractor_settings: ExtractorSettings
 
 def run_cli(
     values: Mapping[str, Any],
+    settings_class_for: Callable[[str], type],
     extractor_class_for: Callable[[str], ExtractorClass],
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
@@ -118,7 +119,7 @@ def run_cli(
     """Run an extraction as the command line does; returns the process exit status.
 
     ``values``: every key of the command line (``feature_type`` plus the fields of
-    :class:`~utils.core.settings.RunSettings`, :class:`~utils.run.ray_runner.RaySettings` and the
+    :class:`~utils.run.settings.RunSettings`, :class:`~utils.run.settings.RaySettings` and the
     extractor's settings), missing ones at their defaults.
     0: every video done or skipped; 1: some video failed; 2: bad settings, nothing done;
     130 / 143: stopped by SIGINT / SIGTERM (summary printed, claims released);
@@ -126,7 +127,7 @@ def run_cli(
     """
     try:
         with stop_on_signals():
-            return _run_cli(dict(values), extractor_class_for, stdout, stderr)
+            return _run_cli(dict(values), settings_class_for, extractor_class_for, stdout, stderr)
     except RunInterrupted as exc:
         kill_children()
         summary = getattr(exc, "partial_summary", None)
@@ -153,20 +154,24 @@ def _silence_closed_streams() -> None:
     os.close(devnull)
 
 
-def _run_cli(values: dict[str, Any], extractor_class_for: Callable[[str], ExtractorClass],
-             stdout: TextIO, stderr: TextIO) -> int:
-    quiet_decoder_logs(bool(values.get("debug", False)))
+def _run_cli(values: dict[str, Any], settings_class_for: Callable[[str], type],
+             extractor_class_for: Callable[[str], ExtractorClass], stdout: TextIO, stderr: TextIO) -> int:
     try:
-        extractor_cls = extractor_class_for(values.pop("feature_type", "r21d"))
+        # Every setting is checked before the model's code (torch) is imported: a bad one answers at once.
+        feature_type = values.pop("feature_type", "r21d")
         run, ray_settings, extractor_settings = split_settings(
-            values, [RunSettings, RaySettings, extractor_cls.Settings])
+            values, [RunSettings, RaySettings, settings_class_for(feature_type)])
         check_folders_differ(run, extractor_settings)
         if run.save_plots:
             require_matplotlib()
         paths = collect_video_paths(run.video_paths, run.file_with_video_paths)
         check_unique_outputs(paths, run.video_root)
         paths = shard(paths, run.num_shards, run.shard_index)
+        quiet_decoder_logs(run.debug)
+        extractor_cls = extractor_class_for(feature_type)
         if run.runner == "ray":
+            from r21d_features.utils.run.ray_runner import run_on_ray  # noqa: PLC0415 (Ray and torch load here)
+
             # Workers build the extractor; setup problems still come back before any video is touched.
             summary, report_path = run_on_ray(
                 paths, extractor_cls, extractor_settings,

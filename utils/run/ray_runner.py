@@ -38,17 +38,17 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from r21d_features.utils.core.errors import DeviceFailure, SettingsError
+from r21d_features.utils.core.errors import DeviceFailure
 from r21d_features.utils.core.console import plural
 from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
 from r21d_features.utils.outputs.provenance import with_provenance
 from r21d_features.utils.run.runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
-from r21d_features.utils.core.settings import setting
+from r21d_features.utils.run.settings import RaySettings, RaySetupError
 from r21d_features.utils.outputs.sinks import make_sink, output_dir
 from r21d_features.utils.pipeline.writer import ResultWriter
 
@@ -62,10 +62,6 @@ MAX_WORKER_DEATHS_PER_VIDEO = 2
 _CLOSE = None  # inbox marker: the current session of paths is complete
 
 
-class RaySetupError(SettingsError):
-    """Ray cannot run this extraction as configured; the message says what to change."""
-
-
 def import_ray() -> Any:
     """The ``ray`` module, or a one-line :class:`RaySetupError` saying how to install it."""
     try:
@@ -76,31 +72,6 @@ def import_ray() -> Any:
 
 
 # ---------------------------------------------------------------------- settings and sizing
-@dataclass(frozen=True)
-class RaySettings:
-    """The ``ray_*`` keys (``runner=local`` ignores them); null means "choose from the cluster"
-    (see :func:`plan_workers`)."""
-
-    ray_address: Optional[str] = setting(
-        None, "null: start a local Ray cluster | auto: join the one `ray start` runs | host:port")
-    ray_num_workers: Optional[int] = setting(None, "model replicas (Ray actors); null: one per GPU, 1 on CPU only")
-    ray_gpus_per_worker: Optional[float] = setting(
-        None, "GPUs per worker; null: 1 when the cluster has GPUs and device is cuda, else 0")
-    ray_cpus_per_worker: Optional[float] = setting(
-        None, "CPUs per worker (decoding; torch threads on CPU); null: a fair share of a node")
-
-    def __post_init__(self) -> None:
-        num, gpus, cpus = self.ray_num_workers, self.ray_gpus_per_worker, self.ray_cpus_per_worker
-        if num is not None and num < 1:
-            raise RaySetupError(f"ray_num_workers={num} is invalid: it must be >= 1 (or null: one per GPU)")
-        if gpus is not None and not (gpus >= 0 and math.isfinite(gpus)):
-            raise RaySetupError(
-                f"ray_gpus_per_worker={gpus} is invalid: it must be >= 0 (0: CPU workers; null: 1 if GPUs)"
-            )
-        if cpus is not None and not (cpus > 0 and math.isfinite(cpus)):
-            raise RaySetupError(f"ray_cpus_per_worker={cpus} is invalid: it must be > 0 (or null: automatic)")
-
-
 @dataclass(frozen=True)
 class WorkerPlan:
     """How many actors and what each asks Ray for; ``decode_workers`` is threads per actor."""

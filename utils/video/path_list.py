@@ -102,5 +102,5 @@ def _drop_repeats(paths: Iterable[str]) -> list[str]:
 
 def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:
     """Every ``num_shards``-th path starting at ``shard_index``: disjoint shards that cover the list
-    (both checked by :class:`utils.core.settings.RunSettings`)."""
+    (both checked by :class:`utils.run.settings.RunSettings`)."""
     return list(paths[shard_index::num_shards])

@@ -30,7 +30,10 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # ff_yuv2rgb_coeffs (libswscale/yuv2rgb.c): crv, cbu, cgu, cgv in 1/65536 units.
 _BT601 = (104597, 132201, 25675, 53279)
@@ -135,6 +138,8 @@ def yuv_taps_to_rgb(taps_nhwc: torch.Tensor, form: YuvForm) -> torch.Tensor:
     0.2 ms a frame against 0.6-0.7 ms for numpy's lookups), where swscale's shortcut for that
     image size is the model (:func:`matches_swscale`); numpy's lookups otherwise.
     """
+    import torch  # noqa: PLC0415 (torch only once frames are converted: a light start)
+
     if taps_nhwc.device.type == "cpu":
         yuv = taps_nhwc.numpy()
         n, h, w, _ = yuv.shape
@@ -178,11 +183,15 @@ def _lookup_numpy(yuv: np.ndarray, t: RgbTables) -> np.ndarray:
 def _device_tables(form: YuvForm, device: torch.device) -> tuple[torch.Tensor, ...]:
     """``(r, g, b, uv)`` of :func:`rgb_tables` on ``device``, copied there once (a copy per chunk
     would make the host wait for the device every chunk)."""
+    import torch  # noqa: PLC0415 (torch only once frames are converted: a light start)
+
     t = rgb_tables(form)
     return tuple(torch.from_numpy(a).to(device) for a in (t.r, t.g, t.b, t.uv.astype(np.int64)))
 
 
 def _lookup_torch(yuv: torch.Tensor, form: YuvForm) -> torch.Tensor:
+    import torch  # noqa: PLC0415 (torch only once frames are converted: a light start)
+
     r, g, b, uv = _device_tables(form, yuv.device)
     t = rgb_tables(form)
     y, u, v = yuv.to(torch.int64).unbind(-1)
