@@ -31,6 +31,7 @@ def saved(out: Path, stem: str, ext: str = "npy", model: str = R18) -> Path:
 
 # ---------------------------------------------------------------- the command forms users know
 
+@pytest.mark.slow
 def test_list_of_paths_printed(ckpt, tmp_path):
     a, b = SAMPLES
     proc = run_main("feature_type=r21d", f"video_paths=[{a}, {b}]", ckpt, cwd=tmp_path)
@@ -55,6 +56,7 @@ def test_single_path_with_predictions(ckpt):
         assert lines[i + 7] == ""
 
 
+@pytest.mark.slow
 def test_file_with_video_paths_and_relative_paths(ckpt, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"\n{SAMPLES[0]}\n\n   \n{SAMPLES[1].relative_to(REPO_ROOT)}\n")

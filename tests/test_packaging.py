@@ -80,6 +80,7 @@ def test_console_command_prints_help_with_every_key(installed, tmp_path):
         assert key in proc.stdout
 
 
+@pytest.mark.slow
 def test_console_command_extracts_features_from_outside_the_checkout(installed, tmp_path):
     cwd = _outside_checkout(tmp_path)
     video = write_test_video(cwd / "clip.mp4", num_frames=16)
@@ -118,6 +119,7 @@ def test_install_puts_one_import_name_at_the_top_of_site_packages(installed):
     assert (site_dir / "r21d_features" / "configs" / "feature_type" / "r21d.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_api_and_command_work_beside_a_users_own_utils_and_models(installed, tmp_path):
     """Research repositories have their own utils.py and models/: ours must not clash with them."""
     cwd = _outside_checkout(tmp_path)

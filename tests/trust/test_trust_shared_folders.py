@@ -4,11 +4,14 @@ report, outputs, provenance records, claims and re-encodes, are never opened thr
 from __future__ import annotations
 
 
+import pytest
+
 from tests.helpers import write_test_video
 from tests.trust.trust_helpers import (MODEL, assert_no_traceback, cli_args, failed_lines, features,
                                        features_folder, run)
 
 
+@pytest.mark.slow
 def test_planted_symlinks_are_never_followed(tmp_path):
     clips = [write_test_video(tmp_path / f"{name}.mp4") for name in ("a", "b", "c")]
     outside = tmp_path / "outside"
