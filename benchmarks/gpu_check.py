@@ -13,8 +13,7 @@ Sections, each skipped (and said so in the report) once the time budget is spent
    fp32, batch 16, the tiny set), with the model-only and decode-only ceilings and end to end
    / min(ceilings);
 4. the pipeline with a near-free stand-in model against the parallel decode ceiling (the
-   regime of a GPU much faster than the decoders), before (in-order) and after (many videos in
-   flight), over a decode-worker sweep, on a long video and on many short ones;
+   regime of a GPU much faster than the decoders), many videos in flight, over a decode-worker sweep, on a long video and on many short ones;
 5. memory: peak host RSS and peak GPU memory for a short video and one ten times longer.
 
 Writes ``OUT/gpu_check.json`` (``device``, ``parity_max_rel_err``, ``throughput``: rows with
@@ -99,16 +98,15 @@ def parity(device: str, flavours: list[str], videos: list[str], weights: Path) -
 
 def stand_in(device: str, paths_by_set: dict[str, list[str]], workers_sweep: list[int], rounds: int,
              weights: Path) -> list[dict[str, Any]]:
-    """Stand-in model: before (in order) and after (many in flight) against the decode ceiling,
-    modes in alternating order within each round; returns one row per set, workers and mode."""
+    """Stand-in model: the pipeline (many videos in flight) against the decode ceiling;
+    returns one row per set, workers and mode."""
     name = "r2plus1d_18_16_kinetics"
     checkpoint = save_random_checkpoint(name, weights / "standin.pth")
     rows = []
     for decode_workers in workers_sweep:
         base = WorkerConfig(mode="ours", model_name=name, device=device, checkpoint_path=checkpoint,
                             batch_size=32, decode_workers=decode_workers, stand_in=True)
-        procs = {"before (in order)": WorkerProcess(WorkerConfig(**{**base.__dict__, "in_order": True})),
-                 "after (many in flight)": WorkerProcess(base)}
+        procs = {"many in flight": WorkerProcess(base)}
         try:
             for set_name, paths in paths_by_set.items():
                 results: dict[str, list[float]] = {"decode ceiling": []}

@@ -47,10 +47,8 @@ class WorkerConfig:
     channels_last: bool | None = None
     num_threads: int | None = None
     # stand_in: the network is replaced by a near-free stand-in (the pipeline against the decode
-    # ceiling, as on a GPU much faster than the decoders); in_order: the previous pipeline
-    # (videos consumed in order, batches within a video), for before/after in one run.
+    # ceiling, as on a GPU much faster than the decoders).
     stand_in: bool = False
-    in_order: bool = False
 
 
 class StandInNetwork(torch.nn.Module):
@@ -59,16 +57,6 @@ class StandInNetwork(torch.nn.Module):
 
     def forward(self, clips_bcthw: torch.Tensor) -> torch.Tensor:
         return clips_bcthw[:, :1, 0, 0, 0].expand(-1, 512).contiguous()
-
-
-class _InOrder:
-    """The extractor seen through its previous, in-order ``extract_many``."""
-
-    def __init__(self, extractor: R21DExtractor) -> None:
-        self.extractor = extractor
-
-    def extract_many(self, paths):  # noqa: ANN001, ANN201
-        return self.extractor.extract_many_in_order(paths)
 
 
 class NullSink:
@@ -174,8 +162,7 @@ class Worker:
         _reset_peak_rss()
         _reset_gpu_peak(self.device)
         cpu0, t0 = _cpu_s(), time.perf_counter()
-        runner_view = _InOrder(self.extractor) if self.config.in_order else self.extractor
-        summary = run_extraction(runner_view, paths, NullSink(),
+        summary = run_extraction(self.extractor, paths, NullSink(),
                                  on_result=lambda r: features.__setitem__(r.path, r.features), progress=False)
         _sync(self.device)
         seconds, cpu_s = time.perf_counter() - t0, _cpu_s() - cpu0

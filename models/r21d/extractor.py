@@ -41,8 +41,7 @@ from r21d_features.utils.video.ffmpeg import find_ffmpeg, private_reencoded_path
 from r21d_features.utils.outputs.metadata import window_metadata
 from r21d_features.utils.video.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
 from r21d_features.utils.video.decoders.yuv import YuvForm, yuv_taps_to_rgb
-from r21d_features.utils.pipeline.prefetch import DeadlinePassed, default_decode_workers, prefetch_in_order
-from r21d_features.utils.video.window_stream import WindowStream
+from r21d_features.utils.pipeline.prefetch import default_decode_workers
 from r21d_features.utils.video.windows import is_frame_used, window_bounds
 
 from . import device_errors
@@ -69,7 +68,6 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.flo
 # Frames per decoded chunk. A chunk holds only the crop's taps (150 KB a frame, any
 # frame size), so host memory stays flat for 4K and 240p alike.
 CHUNK_FRAMES = 32
-MAX_QUEUED_CHUNKS = 2
 
 # Device types the pipeline is written and tested for (pinned memory, autocast, cuDNN).
 USABLE_DEVICE_TYPES = ("cpu", "cuda")
@@ -445,59 +443,11 @@ class R21DExtractor:
         timeout_s = self.settings.video_timeout_s
         return None if timeout_s is None else time.monotonic() + timeout_s
 
-    def _consume(self, video_path: str, chunks: Iterator[_VideoStart | _Chunk], deadline: float | None) -> VideoFeatures:
-        started: list[_VideoStart] = []
-        try:
-            return self._consume_until(video_path, chunks, deadline, started)
-        except DeadlinePassed:
-            raise self._timeout_error(started[0].frames_decoded[0] if started else 0) from None
-
     def _timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
         return VideoTimeoutError(
             f"took longer than video_timeout_s={self.settings.video_timeout_s} s ({plural(frames_decoded, 'frame')} decoded "
             "by then); "
             "raise video_timeout_s, or set it to null for no limit"
-        )
-
-    def _consume_until(
-        self, video_path: str, chunks: Iterator[_VideoStart | _Chunk], deadline: float | None,
-        started: list[_VideoStart],
-    ) -> VideoFeatures:
-        start = next(chunks)
-        assert isinstance(start, _VideoStart)
-        started.append(start)
-        stream = WindowStream(self.stack_size, self.step_size)
-        pending: list[torch.Tensor] = []
-        feats: list[torch.Tensor] = []
-        logits: list[torch.Tensor] = []
-
-        def run_batch(windows_tkhwc: list[torch.Tensor]) -> None:
-            f, lg = self.forward_windows(windows_tkhwc)
-            # Kept on the device until the video ends: a copy to the host here would make
-            # the caller wait for every batch instead of queueing the next one.
-            feats.append(f)
-            if lg is not None:
-                logits.append(lg)
-
-        device_taps: CropTaps | None = None  # the blend constants, copied to the device once per video
-        for chunk in chunks:
-            assert isinstance(chunk, _Chunk)
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlinePassed
-            if device_taps is None:
-                device_taps = chunk.crop_taps.to(self.device)
-            frames_nkhwc = self.chunk_frames(chunk, device_taps)
-            for _, window in stream.push(chunk.frame_indices, frames_nkhwc):
-                pending.append(window)
-                if len(pending) == self.windows_per_batch:
-                    run_batch(pending)
-                    pending = []
-        if pending:
-            run_batch(pending)
-        return self._result(
-            video_path, start, stream.next_window,
-            torch.cat(feats).cpu().numpy() if feats else None,
-            torch.cat(logits).cpu().numpy() if logits else None,
         )
 
     def _result(self, video_path: str, start: _VideoStart, num_windows: int, features: np.ndarray | None,
@@ -541,9 +491,15 @@ class R21DExtractor:
 
     # ------------------------------------------------------------------ public API
     def extract_video(self, video_path: str | os.PathLike) -> VideoFeatures:
-        """Features (and predictions if ``show_pred``) of one video; raises on a bad file."""
-        deadline = self._deadline()
-        return self._consume(os.fspath(video_path), iter(self._chunks(os.fspath(video_path))), deadline)
+        """Features (and predictions if ``show_pred``) of one video; raises on a bad file.
+
+        A run of length one through :meth:`extract_many`: the same decoder threads, batches
+        and forward passes as every other entry point."""
+        for _, result in self.extract_many([os.fspath(video_path)]):
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        raise RuntimeError(f"no result for {os.fspath(video_path)!r}")  # (extract_many yields one per path)
 
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """``{"r21d": float32 array (num_windows, 512)}`` for one video."""
@@ -558,19 +514,3 @@ class R21DExtractor:
         others go on; a fatal device error raises :class:`~utils.core.errors.DeviceFailure`.
         """
         return run_batched(self, video_paths)
-
-    def extract_many_in_order(self, video_paths: Iterable[str]) -> Iterator[tuple[str, VideoFeatures | Exception]]:
-        """The previous pipeline, kept for side-by-side benchmarks: videos consumed strictly in
-        order, each decoder at most ``MAX_QUEUED_CHUNKS`` ahead, batches within one video."""
-        for path, producer in prefetch_in_order(
-            video_paths, lambda p: self._chunks(p), self.decode_workers, MAX_QUEUED_CHUNKS
-        ):
-            try:
-                deadline = self._deadline()
-                yield path, self._consume(path, producer.items(deadline), deadline)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # reported per video by the caller
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
-                    torch.cuda.empty_cache()
-                yield path, exc
