@@ -62,11 +62,29 @@ class StandInNetwork(torch.nn.Module):
 class NullSink:
     """A sink that keeps nothing: the run loop without any writing."""
 
-    def write(self, video_path: str, feats: Any) -> list:
+    folder = None
+    needs_metadata = False
+
+    def claim_path(self, video_path: str) -> None:
+        return None
+
+    def output_paths(self, video_path: str) -> list:
         return []
 
     def is_done(self, video_path: str) -> bool:
         return False
+
+    def stale_differences(self, video_path: str) -> list:
+        return []
+
+    def with_provenance(self, entries: Any) -> "NullSink":
+        return self
+
+    def write(self, video_path: str, feats: Any) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def _reset_peak_rss() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -147,6 +148,14 @@ def write(out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
+_PART_NAME = re.compile(r"features\.part-[^/\s]+?-\d+-\d+\.h5")
+
+
+def _console(text: str) -> str:
+    """Console text with HDF5 part names (host and pid in them) wildcarded."""
+    return _PART_NAME.sub("features.part-*.h5", text)
+
+
 def compare(old: Path, new: Path) -> int:
     a = json.loads((old / "manifest.json").read_text())
     b = json.loads((new / "manifest.json").read_text())
@@ -157,7 +166,7 @@ def compare(old: Path, new: Path) -> int:
             continue
         for i, (ra, rb) in enumerate(zip(a[case]["runs"], b[case]["runs"])):
             for key in ("exit", "stdout", "stderr"):
-                if ra[key] != rb[key]:
+                if _console(str(ra[key])) != _console(str(rb[key])):
                     problems.append(f"{case} run {i}: {key} differs\n--- old\n{ra[key]}\n--- new\n{rb[key]}")
         fa, fb = a[case]["files"], b[case]["files"]
         for rel in sorted(set(fa) | set(fb)):

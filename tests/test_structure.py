@@ -110,3 +110,49 @@ def test_cudnn_autotuning_is_on_only_inside_our_forward_passes():
             assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = saved
+
+
+def _sink_members() -> set[str]:
+    from r21d_features.utils.outputs.sinks import Sink
+
+    return {n for n in [*vars(Sink), *Sink.__annotations__] if not n.startswith("_")}
+
+
+def test_every_sink_implements_the_whole_sink_protocol(tmp_path):
+    pytest.importorskip("h5py")
+    from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
+    from r21d_features.utils.outputs.sinks import make_sink
+    from r21d_features.utils.run.cli import _WithPlots
+
+    members = _sink_members()
+    assert {"folder", "needs_metadata", "claim_path", "output_paths", "is_done", "stale_differences",
+            "with_provenance", "write", "close"} <= members
+    entries = {"model_name": "m"}
+    sinks = {kind: make_sink(kind, str(tmp_path), "r21d", "m", 512, sys.stdout)
+             for kind in ("print", "save_numpy", "save_pickle", "save_hdf5")}
+    sinks.update({f"{k} with provenance": s.with_provenance(entries) for k, s in list(sinks.items())})
+    sinks["plots"] = _WithPlots(sinks["save_numpy with provenance"], tmp_path, None)
+    for name, sink in sinks.items():
+        missing = sorted(m for m in members if not hasattr(sink, m))
+        assert not missing, f"{name} lacks {missing}"
+        saves = sink.folder is not None
+        assert (sink.claim_path("a.mp4") is not None) is saves, name
+        assert bool(sink.output_paths("a.mp4")) is saves, name
+        assert sink.is_done("a.mp4") is False and sink.stale_differences("a.mp4") == [], name
+    assert isinstance(sinks["save_hdf5"], Hdf5Sink) and sinks["save_hdf5"].needs_metadata
+    for sink in sinks.values():
+        sink.close()
+
+
+def test_no_seam_is_probed_with_getattr_or_hasattr():
+    """Seams (sinks, sources, decoders, extractors) are protocols: asked, never probed."""
+    import re
+
+    probe = re.compile(r"\b(getattr|hasattr)\((self\.)?(sink|source|decoder|reader|extractor|ex)\b")
+    found = []
+    for folder in PRODUCT_FOLDERS:
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if probe.search(line):
+                    found.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert not found, found

@@ -136,10 +136,15 @@ class Hdf5Sink:
         self.provenance: str | None = None  # JSON of the current entries (set_provenance)
         self._seen: dict[Path, tuple[int, int]] = {}  # part -> (size, mtime_ns) when last read
 
-    def set_provenance(self, entries: Mapping[str, Any]) -> None:
+    def with_provenance(self, entries: Mapping[str, Any]) -> "Hdf5Sink":
         """Record ``entries`` on every dataset written, and count a video done only when a
         complete copy carries the same entries (see :mod:`utils.outputs.provenance`; HDF5 keeps them
-        as an attribute instead of one record file per video)."""
+        as an attribute instead of one record file per video). Returns this sink."""
+        self.set_provenance(entries)
+        return self
+
+    def set_provenance(self, entries: Mapping[str, Any]) -> None:
+        """See :meth:`with_provenance`."""
         self.provenance = json.dumps(dict(entries), sort_keys=True)
         self._done, self._other, self._seen = set(), {}, {}
 
@@ -156,6 +161,14 @@ class Hdf5Sink:
     def path_for(self, video_path: str, key: str | None = None) -> Path:
         """Where a video's claim files sit (``<folder>/<video id>_r21d.h5``; no such file is written)."""
         return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}{PART_SUFFIX}")
+
+    def claim_path(self, video_path: str) -> Path:
+        return self.path_for(video_path)
+
+    def output_paths(self, video_path: str) -> list[Path]:
+        """The video's claim name: its dataset goes into this process's part file, so no file of
+        its own is committed, and a killed writer's leftovers sit by this name."""
+        return [self.path_for(video_path)]
 
     # ------------------------------------------------------------------ resume
     def is_done(self, video_path: str) -> bool:

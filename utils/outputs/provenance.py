@@ -85,9 +85,22 @@ class ProvenanceSink:
     def __init__(self, sink: Any, entries: Mapping[str, Any]) -> None:
         self.sink = sink
         self.entries = dict(entries)
-        self.path_for = sink.path_for
-        self.needs_metadata = getattr(sink, "needs_metadata", False)
+        self.folder = sink.folder
+        self.needs_metadata = sink.needs_metadata
         self._made = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def path_for(self, video_path: str) -> Path:
+        """The wrapped sink's features file of a video (its record sits beside it)."""
+        return self.sink.claim_path(video_path)
+
+    def claim_path(self, video_path: str) -> Path:
+        return self.sink.claim_path(video_path)
+
+    def with_provenance(self, entries: Mapping[str, Any]) -> "ProvenanceSink":
+        return ProvenanceSink(self.sink, entries)
+
+    def close(self) -> None:
+        self.sink.close()
 
     def differences(self, video_path: str) -> list[str]:
         """What differs between the existing output's record and now ([] when it matches)."""
@@ -122,12 +135,10 @@ class ProvenanceSink:
 
 
 def with_provenance(sink: Any, entries: Mapping[str, Any]) -> Any:
-    """``sink`` made provenance-aware: a sink that stores provenance itself (HDF5: an attribute of
-    each dataset) is told the entries; a sink of one file per output gets record files."""
-    if hasattr(sink, "set_provenance"):
-        sink.set_provenance(entries)
-        return sink
-    return ProvenanceSink(sink, entries)
+    """``sink`` made provenance-aware (``sink.with_provenance``): a sink that stores provenance
+    itself (HDF5: an attribute of each dataset) records the entries; a sink of one file per
+    output is wrapped in a :class:`ProvenanceSink` (record files)."""
+    return sink.with_provenance(entries)
 
 
 def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: bool) -> int:
@@ -153,9 +164,10 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
     kinds: list[str] = []
     for _, diff in stale:
         kinds += [d for d in diff if d not in kinds]
-    folder = display_path(os.fspath(sink.path_for(stale[0][0]).parent))
+    example = sink.claim_path(stale[0][0])
+    folder = display_path(os.fspath(example.parent))
     raise SettingsError(
         f"{len(stale)} existing output(s) in {folder} were made with other settings ({'; '.join(kinds)}), "
-        f"e.g. {display_path(sink.path_for(stale[0][0]).name)}; choose another output_path, "
+        f"e.g. {display_path(example.name)}; choose another output_path, "
         "or set overwrite=true to redo them"
     )

@@ -1,16 +1,16 @@
-"""Where features go: printed, or saved as .npy / .pkl files.
+"""Where features go: printed, or saved as .npy / .pkl files (HDF5: utils/outputs/hdf5_sink.py).
 
-Every sink has the same tiny protocol: ``write(video_path, feats)`` and
-``is_done(video_path)``. Sinks do no math. Saved files are written atomically
-and a file only counts as done when it loads as a 2-d float32 array of the
-expected width.
+Every sink implements the whole :class:`Sink` protocol; the runners ask it, and nothing
+else, where a video's outputs go, whether they exist, how they were made and how to commit
+new ones. Sinks do no math. Saved files are written atomically and a file only counts as
+done when it loads as a float32 array of the expected shape.
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence, TextIO
+from typing import Any, Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
@@ -27,11 +27,54 @@ def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> P
 
 
 class Sink(Protocol):
-    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
-        """Store the features of one video; returns the files written (none for print)."""
+    """Where one run's features go. A new sink implements every member; for example a sink that
+    keeps the features in memory (nothing on disk, so no claims, no resume)::
+
+        class MemorySink:
+            folder = None
+            needs_metadata = False
+
+            def __init__(self):
+                self.features = {}
+
+            def claim_path(self, video_path): return None
+            def output_paths(self, video_path): return []
+            def is_done(self, video_path): return video_path in self.features
+            def stale_differences(self, video_path): return []
+            def with_provenance(self, entries): return self
+            def write(self, video_path, feats):
+                self.features[video_path] = dict(feats)
+                return []
+            def close(self): pass
+    """
+
+    folder: Path | None  # where the outputs are saved (None: nothing is saved, e.g. printed)
+    needs_metadata: bool  # write() wants the window spans (fps, windows) besides the features
+
+    def claim_path(self, video_path: str) -> Path | None:
+        """The name a video's claim and its failure mark sit next to (workers sharing ``folder``
+        split the videos by it); None when nothing is saved."""
+
+    def output_paths(self, video_path: str) -> list[Path]:
+        """Every name :meth:`write` commits for a video (a killed writer's leftovers next to them
+        are swept); [] when nothing is saved."""
 
     def is_done(self, video_path: str) -> bool:
-        """True when a valid output for ``video_path`` already exists."""
+        """True when a whole output for ``video_path``, made with the current settings, exists."""
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        """``key=old (now new)`` for each setting that differs in an existing whole output made
+        with other settings; [] when there is none (resume: stop, or redo with ``overwrite``)."""
+
+    def with_provenance(self, entries: Mapping[str, Any]) -> "Sink":
+        """This sink recording ``entries`` (what made the numbers) with every output, and counting
+        an output done only when its record matches (see utils/outputs/provenance.py)."""
+
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+        """Commit one video's features (and metadata); the files written ([] when nothing is saved)."""
+
+    def close(self) -> None:
+        """Finish: flush and close what stays open between videos."""
 
 
 def format_feature_stats(key: str, array: np.ndarray) -> str:
@@ -46,10 +89,29 @@ def format_feature_stats(key: str, array: np.ndarray) -> str:
 
 class PrintSink:
     """Prints ``Features for <video>:``, then each key, its array and its max/mean/min to
-    ``stream`` (one block, written around the progress bar)."""
+    ``stream`` (one block, written around the progress bar). Saves nothing: no claims, no
+    resume, no provenance."""
+
+    folder = None
+    needs_metadata = False
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+
+    def claim_path(self, video_path: str) -> None:
+        return None
+
+    def output_paths(self, video_path: str) -> list[Path]:
+        return []
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        return []
+
+    def with_provenance(self, entries: Mapping[str, Any]) -> "PrintSink":
+        return self
+
+    def close(self) -> None:
+        pass
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         blocks = [format_feature_stats(key, array) for key, array in feats.items()]
@@ -112,8 +174,24 @@ class FileSink:
         self.extra_keys = tuple(extra_keys)
         self.video_root = video_root
 
+    needs_metadata = False  # metadata keys are written when the run passes them (extra_keys)
+
     def path_for(self, video_path: str, key: str | None = None) -> Path:
         return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}.{self.fmt}")
+
+    def claim_path(self, video_path: str) -> Path:
+        return self.path_for(video_path)
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        return []  # a plain file sink records no settings: with_provenance adds the records
+
+    def with_provenance(self, entries: Mapping[str, Any]) -> Sink:
+        from r21d_features.utils.outputs.provenance import ProvenanceSink  # noqa: PLC0415 (provenance wraps sinks)
+
+        return ProvenanceSink(self, entries)
+
+    def close(self) -> None:
+        pass
 
     def output_paths(self, video_path: str) -> list[Path]:
         """Every file :meth:`write` makes for a video (features last)."""

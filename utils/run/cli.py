@@ -25,10 +25,9 @@ from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.core.safe_fs import remove_empty_dirs
 from r21d_features.utils.core.settings import ExtractorSettings, split_settings
 from r21d_features.utils.run.settings import RaySettings, RunSettings
-from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
 from r21d_features.utils.core.processes import kill_children
 from r21d_features.utils.run.signals import RunInterrupted, stop_on_signals
-from r21d_features.utils.outputs.sinks import FileSink, Sink, make_sink, output_dir
+from r21d_features.utils.outputs.sinks import Sink, make_sink, output_dir
 from r21d_features.utils.video.decoders import quiet_decoder_logs
 
 log = logging.getLogger(__name__)
@@ -71,19 +70,31 @@ class _WithPlots:
 
     def __init__(self, sink: Sink, plot_dir: Path, video_root: str | None) -> None:
         self.sink, self.plot_dir, self.video_root = sink, plot_dir, video_root
-        self.needs_metadata = getattr(sink, "needs_metadata", False)
+        self.folder = sink.folder
+        self.needs_metadata = sink.needs_metadata
+
+    def claim_path(self, video_path: str) -> Path | None:
+        return self.sink.claim_path(video_path)
+
+    def output_paths(self, video_path: str) -> list[Path]:
+        """The wrapped sink's files of a video (for sweeping a killed writer's leftovers)."""
+        return self.sink.output_paths(video_path)
+
+    def stale_differences(self, video_path: str) -> list[str]:
+        return self.sink.stale_differences(video_path)
+
+    def with_provenance(self, entries: Mapping[str, Any]) -> "_WithPlots":
+        return _WithPlots(self.sink.with_provenance(entries), self.plot_dir, self.video_root)
 
     def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
         return self.sink.write(video_path, feats)
 
-    def output_paths(self, video_path: str) -> list[Path]:
-        """The wrapped sink's files of a video (for sweeping a killed writer's leftovers)."""
-        inner = getattr(self.sink, "output_paths", None)
-        return inner(video_path) if inner is not None else [self.sink.path_for(video_path)]
-
     def is_done(self, video_path: str) -> bool:
         plots = plot_paths(self.plot_dir, video_path, self.video_root).values()
         return self.sink.is_done(video_path) and all(p.is_file() for p in plots)
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 def check_writable_folder(folder: str | os.PathLike, key: str = "output_path") -> None:
@@ -223,8 +234,8 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
                      extractor.feature_shape, stdout, METADATA_KEYS if run.save_metadata else (),
                      run.video_root, extractor.output_attrs)
     claims = None
-    if isinstance(sink, (FileSink, Hdf5Sink)):  # workers sharing the folder split the videos (utils/run/claims.py)
-        claims = ClaimBook(sink.path_for, stale_s=run.lock_stale_s)
+    if sink.folder is not None:  # workers sharing the folder split the videos (utils/run/claims.py)
+        claims = ClaimBook(sink.claim_path, stale_s=run.lock_stale_s)
         try:
             check_writable_folder(sink.folder)
             # Skip only outputs made with the same settings; others stop the run here (utils/outputs/provenance.py).
@@ -263,6 +274,7 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
             report_extra={"weights": extractor.weights_id},
         )
     finally:
+        sink.close()
         if claims is not None:
             claims.close()
     if extractor.weights_id == "random":

@@ -46,7 +46,6 @@ from r21d_features.utils.core.errors import DeviceFailure
 from r21d_features.utils.core.console import plural
 from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
-from r21d_features.utils.outputs.provenance import with_provenance
 from r21d_features.utils.run.runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
 from r21d_features.utils.run.settings import RaySettings, RaySetupError
 from r21d_features.utils.outputs.sinks import make_sink, output_dir
@@ -189,8 +188,8 @@ class ExtractionWorker:
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
                                   self.extractor.feature_shape, sys.stdout,
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
-            if hasattr(self.sink, "path_for"):  # saved outputs carry their provenance (utils/outputs/provenance.py)
-                self.sink = with_provenance(self.sink, self.extractor.provenance())
+            # Saved outputs carry their provenance (utils/outputs/provenance.py).
+            self.sink = self.sink.with_provenance(self.extractor.provenance())
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
             return

@@ -184,9 +184,9 @@ def precheck(sink: Sink, path: str) -> VideoOutcome | None:
     """
     try:
         problem = input_problem(path)
-        path_for = getattr(sink, "path_for", None)
-        if problem is None and path_for is not None:
-            problem = output_name_problem(path_for(path))
+        output = sink.claim_path(path)
+        if problem is None and output is not None:
+            problem = output_name_problem(output)
         if problem is not None:
             return VideoOutcome(path=path, status="failed", reason=problem)
         return skip_if_done(sink, path)
@@ -224,10 +224,10 @@ def store_result(
             log.error("%s failed", path, exc_info=result)
         return outcome
     # An HDF5 sink records fps and the window stride of every video, metadata or not.
-    features = result.as_dict(metadata=with_metadata or getattr(sink, "needs_metadata", False))
+    features = result.as_dict(metadata=with_metadata or sink.needs_metadata)
     first = next(iter(features.values()), np.zeros((0, 0)))
     outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
-    outcome.warnings = list(getattr(result, "warnings", []))
+    outcome.warnings = list(result.warnings)
     try:
         check_finite(np.asarray(first))
         if on_result is not None:
@@ -289,7 +289,7 @@ class _Run:
             try:
                 failed_by = self.claims.failed_elsewhere(path)
                 done = self.sink.is_done(path)
-                for output in getattr(self.sink, "output_paths", lambda p: [self.claims.output_for(p)])(path):
+                for output in self.sink.output_paths(path):
                     remove_temp_files(output)  # a killed writer's leftovers (record, metadata, features)
             except (KeyboardInterrupt, SystemExit):
                 raise
