@@ -165,7 +165,7 @@ def test_ci_installs_the_test_and_ray_extras_once(fake, tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = [c for c in (tmp_path / "python_calls.log").read_text().splitlines() if c.startswith("-m ")
              or not c.startswith("-")]
-    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest", "-m pytest -m ray",
+    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest", "-m pytest -m slow", "-m pytest -m ray",
                      "benchmarks/gpu_check.py --quick --device cpu --out bench_out/gpu_check_ci"]
 
 

@@ -44,6 +44,7 @@ def test_every_product_file_loads_under_one_name():
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             modules.append(".".join(("r21d_features", *parts)))
+    tops = {*PRODUCT_FOLDERS, "tests", "main.py"}
     proc = _python(f"""
         import importlib, json, os, sys
         import tests.conftest, tests.helpers
@@ -53,8 +54,10 @@ def test_every_product_file_loads_under_one_name():
         names = {{}}
         for name, module in list(sys.modules.items()):
             file = getattr(module, "__file__", None)
-            if file and os.path.isabs(file) and os.path.realpath(file).startswith(root + os.sep):
-                names.setdefault(os.path.realpath(file), []).append(name)
+            real = os.path.realpath(file) if file and os.path.isabs(file) else ""
+            top = os.path.relpath(real, root).split(os.sep)[0] if real.startswith(root + os.sep) else ""
+            if top in {tops!r}:  # the product's and the tests' own files (not a .venv inside the checkout)
+                names.setdefault(real, []).append(name)
         print(json.dumps(names))
     """)
     assert proc.returncode == 0, proc.stderr
