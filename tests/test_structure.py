@@ -159,3 +159,10 @@ def test_no_seam_is_probed_with_getattr_or_hasattr():
                 if probe.search(line):
                     found.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert not found, found
+
+
+def test_the_python_api_names_import_from_the_package():
+    import r21d_features.models.r21d as api
+
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name

@@ -12,8 +12,8 @@ from typing import Any
 from .settings import R21DSettings
 from .zoo import MODEL_ZOO, ModelRecord, get_record
 
-_LAZY = {"R21DExtractor": ".extractor", "ConfigError": ".extractor", "VideoFeatures": ".results",
-         "VideoTimeoutError": ".results"}
+_LAZY = {"R21DExtractor": ".extractor", "ConfigError": ".extractor", "VideoFeatures": ".extractor",
+         "VideoTimeoutError": ".extractor"}
 
 __all__ = ["ConfigError", "MODEL_ZOO", "ModelRecord", "R21DExtractor", "R21DSettings", "VideoFeatures",
            "VideoTimeoutError", "get_record"]
