@@ -48,5 +48,5 @@ def test_benchmark_runs_both_modes_and_reports_matching_features(tmp_path):
     cells = [c.strip() for c in rows["ours fp32"].split("|")[1:-1]]
     assert cells[-1] == "True"  # same windows as the naive mode
     assert float(cells[-2]) <= 1e-4  # max relative feature difference
-    assert "decode, OpenCV, 1 stream(s)" in proc.stdout
+    assert "| decode (default decoder), 1 stream |" in proc.stdout
     assert list((tmp_path / "out").glob("benchmark-*.md")) and list((tmp_path / "out").glob("benchmark-*.json"))

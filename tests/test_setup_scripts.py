@@ -171,15 +171,23 @@ def test_ci_installs_the_test_and_ray_extras_once(fake, tmp_path):
 
 # ---------------------------------------------------------------- the real thing (minutes)
 
-QUICK_START_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
-                                            ".pytest_cache", "output", "outputs", "tmp", "bench_out")
+_IGNORED_ANYWHERE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
+_IGNORED_AT_THE_ROOT = {"output", "outputs", "multirun", "tmp", "bench_out"}  # run outputs, not sources (utils/outputs is)
+
+
+def quick_start_ignore(folder: str, names: list[str]) -> set[str]:
+    """What a fresh clone would not have: build and cache folders anywhere, run outputs at the top only."""
+    ignored = set(_IGNORED_ANYWHERE(folder, names))
+    if Path(folder).resolve() == ROOT.resolve():
+        ignored |= _IGNORED_AT_THE_ROOT & set(names)
+    return ignored
 
 
 @pytest.mark.slow
 def test_readme_quick_start_on_a_fresh_copy(tmp_path):
     """The README's two quick start commands in a fresh copy of the checkout: a real ./.venv."""
     clone = tmp_path / "r21d-features"
-    shutil.copytree(ROOT, clone, ignore=QUICK_START_IGNORE, symlinks=True)
+    shutil.copytree(ROOT, clone, ignore=quick_start_ignore, symlinks=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "R21D_VENV", "R21D_EXTRAS")}
     env["PYTHON"] = getattr(sys, "_base_executable", sys.executable)
 

@@ -236,7 +236,9 @@ def test_kill_9_of_an_hdf5_run_then_the_same_command_finishes(tmp_path, checkpoi
     out = tmp_path / "out"
     folder = feature_folder(out)
     (tmp_path / "list.txt").write_text("".join(f"{c}\n" for c in good_clips))
-    args = cli_args(checkpoint_file, out, f"file_with_video_paths={tmp_path / 'list.txt'}", "on_extraction=save_hdf5")
+    # batch_size=1: videos finish one after another (in bigger batches several tiny clips finish at once)
+    args = cli_args(checkpoint_file, out, f"file_with_video_paths={tmp_path / 'list.txt'}", "on_extraction=save_hdf5",
+                    "batch_size=1")
     proc = subprocess.Popen(main_command(args), cwd=REPO_ROOT, env={**os.environ, **ONE_THREAD},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
