@@ -6,7 +6,7 @@
     python -m benchmarks.decode_speed bench_out/videos/decode --peak-rss 10
 
 "Decode + preprocess" is what the extractor does before the network. ``opencv`` and ``pyav``
-are the product's own code on a CPU (``R21DExtractor._chunks`` + ``chunk_frames`` with that
+are the product's own code on a CPU (``R21DExtractor.decode_chunks`` + ``chunk_frames`` with that
 ``decoder``): decode every used frame and finish it in the decode thread (YUV or RGB ->
 normalised 112 x 112 region in one compiled pass, models/r21d/host_blend.py). Two earlier
 paths are kept to compare old and new in one run: ``opencv-old`` is the OpenCV path the
@@ -69,7 +69,7 @@ def decode_and_preprocess(path: str, decoder: str) -> int:
     if decoder in OLD_PATHS:
         return old_decode_and_preprocess(path, decoder)
     extractor, frames, taps = extractor_for(decoder), 0, None
-    chunks = extractor._chunks(path)
+    chunks = extractor.decode_chunks(path)
     next(chunks)  # the video's start record
     for chunk in chunks:
         if taps is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from typing import Callable
 
 import pytest
 
+from r21d_features.main import run_command
 from tests.helpers import synthetic_frames, write_video
 from tests.reference_oracle import FLAVOURS, make_checkpoint
 
@@ -41,6 +43,23 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if flavour.architecture not in by_arch:
             by_arch[flavour.architecture] = make_checkpoint(folder / f"random_{flavour.architecture}.pth", name)
     return {name: by_arch[flavour.architecture] for name, flavour in FLAVOURS.items()}
+
+
+def run_here(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """What ``python main.py ARGS`` does, run in this process (``main.run_command``) from folder ``cwd``.
+
+    The exit status and the text the command writes to its streams, as :func:`run_main` returns
+    them, without starting a Python (and loading torch) per call. Output that C libraries write
+    straight to the file descriptors is not seen here: tests of that use :func:`run_main`.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        code = run_command(list(args), stdout=stdout, stderr=stderr)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["main.py", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def run_main(*args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,

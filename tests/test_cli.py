@@ -1,4 +1,8 @@
-"""The command line as a user types it (real subprocesses), and config composition with Hydra."""
+"""The command line as a user types it, and config composition with Hydra.
+
+Runs whose point is the extraction or the exit status of a real process start ``python main.py``
+(slow ones are marked); messages and exit codes of refused settings are checked in process.
+"""
 
 import pickle
 import re
@@ -11,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from r21d_features.configs.schema import register_configs
-from tests.conftest import REPO_ROOT, SAMPLES, run_main
+from tests.conftest import REPO_ROOT, SAMPLES, run_here, run_main
 from r21d_features.utils.video.ffmpeg import find_ffmpeg
 from r21d_features.utils.video.windows import count_windows
 
@@ -148,8 +152,8 @@ def test_bad_videos_do_not_stop_the_run(ckpt, tmp_path, make_video):
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     missing = tmp_path / "missing.mp4"
     out = tmp_path / "out"
-    proc = run_main("feature_type=r21d", f"video_paths=[{missing}, {good}, {corrupt}]", "device=cpu",
-                    "on_extraction=save_numpy", f"output_path={out}", ckpt)
+    proc = run_here("feature_type=r21d", f"video_paths=[{missing}, {good}, {corrupt}]", "device=cpu",
+                    "on_extraction=save_numpy", f"output_path={out}", "batch_size=1", ckpt)
     assert proc.returncode == 1
     assert np.load(saved(out, "good")).shape == (1, 512)
     assert f"FAILED {missing}: file not found" in proc.stderr
@@ -162,7 +166,7 @@ def test_bad_videos_do_not_stop_the_run(ckpt, tmp_path, make_video):
 def test_duplicate_stems_refused_before_work(tmp_path, make_video):
     a = make_video("a/clip.mp4")
     b = make_video("b/clip.avi")
-    proc = run_main("feature_type=r21d", f"video_paths=[{a}, {b}]", "random_weights=true", "device=cpu",
+    proc = run_here("feature_type=r21d", f"video_paths=[{a}, {b}]", "random_weights=true", "device=cpu",
                     "on_extraction=save_numpy", f"output_path={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert "share the stem 'clip'" in proc.stderr and str(a) in proc.stderr and str(b) in proc.stderr
@@ -188,7 +192,7 @@ def test_duplicate_stems_refused_before_work(tmp_path, make_video):
     ],
 )
 def test_bad_values_rejected_before_work_with_one_clear_line(override, needle, tmp_path):
-    proc = run_main("feature_type=r21d", f"video_paths={SAMPLES[0]}", "random_weights=true", "device=cpu",
+    proc = run_here("feature_type=r21d", f"video_paths={SAMPLES[0]}", "random_weights=true", "device=cpu",
                     override, cwd=tmp_path)
     assert proc.returncode != 0
     assert needle in proc.stderr.splitlines()[0] or needle in proc.stderr.splitlines()[-1] or needle in proc.stderr
@@ -197,8 +201,16 @@ def test_bad_values_rejected_before_work_with_one_clear_line(override, needle, t
 
 
 def test_no_input_is_an_error(tmp_path):
-    proc = run_main("feature_type=r21d", "random_weights=true", "device=cpu", cwd=tmp_path)
+    proc = run_here("feature_type=r21d", "random_weights=true", "device=cpu", cwd=tmp_path)
     assert proc.returncode == 2 and "video_paths" in proc.stderr and "file_with_video_paths" in proc.stderr
+
+
+def test_a_typo_in_a_key_ends_the_process_with_status_2_and_one_line(tmp_path):
+    proc = run_main("feature_type=r21d", f"video_paths={SAMPLES[0]}", "stack_siz=4", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("error: unknown key 'stack_siz' in 'stack_siz=4': did you mean 'stack_size'? "
+                           "`python main.py --help` lists the keys\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_every_key():

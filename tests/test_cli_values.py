@@ -1,7 +1,7 @@
 """What a user reads from the command line, checked for its values (not its format) against the
 oracle of tests/reference_oracle.py: prediction rows, printed statistics, metadata, error lines.
 
-Every run is a real ``python main.py ...`` subprocess on a tiny lossless clip (r2plus1d_18, cpu).
+Every run is what ``python main.py ...`` does, run in process, on a tiny lossless clip (r2plus1d_18, cpu).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests import reference_oracle as oracle
-from tests.conftest import run_main
+from tests.conftest import run_here
 
 R18 = "r2plus1d_18_16_kinetics"
 FPS = 10.0
@@ -45,7 +45,7 @@ def known_head_checkpoint(tmp_path_factory) -> Path:
 
 
 def cli(checkpoint: Path, video: Path, *extra: str, cwd: Path):
-    return run_main("feature_type=r21d", f"model_name={R18}", "device=cpu", f"video_paths=[{video}]",
+    return run_here("feature_type=r21d", f"model_name={R18}", "device=cpu", f"video_paths=[{video}]",
                     f"checkpoint_path={checkpoint}", f"stack_size={STACK}", f"step_size={STEP}", "progress=false",
                     *extra, cwd=cwd)
 
@@ -170,6 +170,6 @@ def test_bad_setting_is_one_error_line_without_traceback(clip, tmp_path, overrid
     args = ["feature_type=r21d", "device=cpu", f"video_paths={clip}", override]
     if not override.startswith("checkpoint_path"):
         args.append("random_weights=true")
-    proc = run_main(*args, cwd=tmp_path)
+    proc = run_here(*args, cwd=tmp_path)
     assert_one_error_line(proc, *needles)
     assert list(tmp_path.iterdir()) == []  # nothing was written

@@ -1,19 +1,15 @@
-"""The opt-in outputs from the command line, as a user types it: save_plots=true save_metadata=true."""
+"""The opt-in outputs of a command as a user types it (run in process): save_plots=true save_metadata=true."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import run_here
 from tests.helpers import write_test_video
 from r21d_features.utils.outputs.plots import SIMILARITY_SIZE_PX, TIMELINE_SIZE_PX
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "r2plus1d_18_16_kinetics"
 
 
@@ -22,13 +18,9 @@ def run(tmp_path_factory):
     """One CLI run over a 30-frame 12 fps clip with overlapping windows (stack 8, step 4)."""
     tmp = tmp_path_factory.mktemp("cli_extra")
     video = write_test_video(tmp / "my clip.mp4", num_frames=30, fps=12.0)
-    proc = subprocess.run(
-        [sys.executable, "main.py", "feature_type=r21d", f"video_paths=[{video}]", "device=cpu",
-         "random_weights=true", "stack_size=8", "step_size=4", "on_extraction=save_numpy",
-         "save_plots=true", "save_metadata=true", f"output_path={tmp / 'out'}", f"tmp_path={tmp / 'tmp'}",
-         "progress=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_here("feature_type=r21d", f"video_paths=[{video}]", "device=cpu", "random_weights=true",
+                    "stack_size=8", "step_size=4", "on_extraction=save_numpy", "save_plots=true", "save_metadata=true",
+                    f"output_path={tmp / 'out'}", f"tmp_path={tmp / 'tmp'}", "progress=false")
     return proc, tmp / "out" / "r21d" / MODEL
 
 

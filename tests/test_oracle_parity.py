@@ -131,6 +131,36 @@ def test_real_h264_sample_matches_the_oracle(checkpoints):
     check(got, want)
 
 
+class CountingBatches(R21DExtractor):
+    """The product's extractor, counting its forward passes (the batches it ran)."""
+
+    batches = 0
+
+    def forward_clips(self, clips_bcthw):
+        self.batches += 1
+        return super().forward_clips(clips_bcthw)
+
+
+@pytest.fixture(scope="module")
+def several(checkpoints, videos) -> dict[str, oracle.Reference]:
+    """The oracle of three videos with windows of 4 frames every 4: 3 + 5 + 4 windows."""
+    return {str(videos[n]): oracle.reference(R18, checkpoints[R18], videos[n], 4, 4)
+            for n in ("clip14", "clip20", "clip16")}
+
+
+@pytest.mark.parametrize("batch", [1, 16])  # 16: the default
+def test_several_videos_through_extract_many_match_the_oracle(checkpoints, several, batch):
+    # Three videos decoded at once: at the default batch size their 12 windows share one batch,
+    # at batch size 1 each window is a batch of its own.
+    ex = CountingBatches(model_name=R18, device="cpu", checkpoint_path=str(checkpoints[R18]), stack_size=4,
+                         step_size=4, batch_size=batch, decode_workers=3)
+    got = dict(ex.extract_many(list(several)))
+    assert sorted(got) == sorted(several)
+    assert ex.batches == (12 if batch == 1 else 1)
+    for path, want in several.items():
+        check(got[path], want)
+
+
 def test_shorter_than_a_window_gives_empty_features_and_a_warning(checkpoints, videos, caplog):
     got = extractor(checkpoints, stack_size=4).extract_video(videos["short"])
     assert got.features.shape == (0, 512) and got.features.dtype == np.float32

@@ -83,7 +83,7 @@ def test_console_command_prints_help_with_every_key(installed, tmp_path):
 @pytest.mark.slow
 def test_console_command_extracts_features_from_outside_the_checkout(installed, tmp_path):
     cwd = _outside_checkout(tmp_path)
-    video = write_test_video(cwd / "clip.mp4", num_frames=16)
+    write_test_video(cwd / "clip.mp4", num_frames=16)
     proc = subprocess.run(
         [str(installed / "r21d-extract"), "feature_type=r21d", "video_paths=[clip.mp4]", "device=cpu",
          "random_weights=true", "stack_size=8", "step_size=8", "on_extraction=save_numpy",
@@ -126,7 +126,7 @@ def test_api_and_command_work_beside_a_users_own_utils_and_models(installed, tmp
     (cwd / "utils.py").write_text("raise ImportError('the user utils.py was imported')\n")
     (cwd / "models").mkdir()
     (cwd / "models" / "__init__.py").write_text("raise ImportError('the user models/ was imported')\n")
-    video = write_test_video(cwd / "clip.mp4", num_frames=16)
+    write_test_video(cwd / "clip.mp4", num_frames=16)
     code = (
         "from r21d_features.models.r21d import R21DExtractor\n"
         "ex = R21DExtractor(device='cpu', random_weights=True, stack_size=8, step_size=8)\n"

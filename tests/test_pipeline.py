@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from pathlib import Path
@@ -17,9 +18,10 @@ from r21d_features.models.r21d.batching import R21DBatchModel
 from tests.helpers import rel_err, run_cli_quietly
 from r21d_features.utils.pipeline.batcher import WindowBatcher
 from r21d_features.utils.core.errors import DeviceFailure
+from r21d_features.utils.run.driver import Driver
 from r21d_features.utils.run.ray_runner import ExtractionWorker
 from r21d_features.utils.run.runner import run_extraction
-from r21d_features.utils.outputs.sinks import load_feature_file, make_sink
+from r21d_features.utils.outputs.sinks import FileSink, PrintSink, load_feature_file, make_sink
 
 R18 = "r2plus1d_18_16_kinetics"
 ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered"
@@ -189,7 +191,7 @@ def test_timed_out_and_failing_videos_leave_batch_mates_alone(checkpoints, video
     extractor = _extractor(checkpoints, decode_workers=3, video_timeout_s=8.0)
     want = {p: r.features for p, r in _extractor(checkpoints, decode_workers=2).extract_many(
         [videos["long"], videos["short_a"]])}
-    original = R21DExtractor._chunks
+    original = R21DExtractor.decode_chunks
 
     def stuck_on_mid(self, path, *args, **kwargs):
         for i, item in enumerate(original(self, path, *args, **kwargs)):
@@ -197,7 +199,7 @@ def test_timed_out_and_failing_videos_leave_batch_mates_alone(checkpoints, video
                 time.sleep(11)  # its first chunk's windows are already waiting in a batch
             yield item
 
-    monkeypatch.setattr(R21DExtractor, "_chunks", stuck_on_mid)
+    monkeypatch.setattr(R21DExtractor, "decode_chunks", stuck_on_mid)
     got = dict(extractor.extract_many([videos["mid"], videos["long"], videos["junk"], videos["short_a"]]))
     assert "took longer than video_timeout_s=8.0" in str(got[videos["mid"]])
     assert isinstance(got[videos["junk"]], Exception)
@@ -357,3 +359,36 @@ def test_input_order_puts_back_results_of_paths_given_as_path_objects():
     results = [("/videos/c.mp4", 3), ("/videos/a.mp4", 1), ("/videos/b.mp4", 2)]  # completion order, as str
     assert taken == paths and list(order.reorder(results)) == [("/videos/a.mp4", 1), ("/videos/b.mp4", 2),
                                                                 ("/videos/c.mp4", 3)]
+
+
+# ---------------------------------------------------------------------- the driver's order of results
+class _LastFinishesFirst:
+    """A real extractor whose videos finish in reverse order (a long video ahead of short ones,
+    several decoders): what ``extract_many`` may do, as the driver's contract allows."""
+
+    def __init__(self, extractor: R21DExtractor) -> None:
+        self.extractor = extractor
+
+    def extract_many(self, video_paths):
+        return reversed(list(self.extractor.extract_many(video_paths)))
+
+
+def test_printed_features_and_predictions_follow_the_input_order_whatever_finishes_first(checkpoints, videos,
+                                                                                         tmp_path):
+    paths = [str(videos[k]) for k in ("mid", "short_a", "short_b")]
+    extractor = _LastFinishesFirst(_extractor(checkpoints))
+    printed, seen, outcomes = io.StringIO(), [], []
+    Driver(extractor, PrintSink(printed)).run(paths, outcomes.append)
+    headings = [line for line in printed.getvalue().splitlines() if line.startswith("Features for")]
+    assert headings == [f"Features for {p}:" for p in paths]
+    assert [o.path for o in outcomes] == paths and {o.status for o in outcomes} == {"done"}
+
+    # A result callback (the console's predictions) sees the videos in input order with any sink;
+    # without one, a file sink stores each video as soon as it is done.
+    sink = FileSink(tmp_path / "out", "r21d", R18, "npy", 512)
+    outcomes.clear()
+    Driver(extractor, sink, on_result=lambda result: seen.append(result)).run(paths, outcomes.append)
+    assert [o.path for o in outcomes] == paths and len(seen) == 3
+    outcomes.clear()
+    Driver(extractor, FileSink(tmp_path / "again", "r21d", R18, "npy", 512)).run(paths, outcomes.append)
+    assert [o.path for o in outcomes] == paths[::-1]

@@ -27,7 +27,7 @@ from r21d_features.main import run as run_cli
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
 from r21d_features.utils.run.ray_runner import ExtractionWorker, WorkerPlan, _RayRun, plan_workers
 from r21d_features.utils.run.settings import RaySettings, RaySetupError
-from r21d_features.utils.run.runner import VideoOutcome
+from r21d_features.utils.run.driver import VideoOutcome
 from r21d_features.utils.outputs.sinks import load_feature_file
 
 MODEL = "r2plus1d_18_16_kinetics"

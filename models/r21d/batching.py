@@ -1,6 +1,6 @@
 """The extractor's side of :class:`utils.pipeline.batcher.WindowBatcher`: decode, preprocess, forward, finish.
 
-- decode (decoder threads): ``R21DExtractor._chunks`` writes each frame straight into a reused
+- decode (decoder threads): ``R21DExtractor.decode_chunks`` writes each frame straight into a reused
   (pinned on a GPU) buffer of the pool (``R21DExtractor.chunk_layout``): on a GPU its taps (RGB,
   or Y, U, V as the decoder gave them), on a CPU its finished region (``host_blend.py``);
 - prepare (model thread): ``R21DExtractor.chunk_frames`` (GPU: copy to the device, YUV -> RGB on
@@ -49,7 +49,7 @@ class R21DBatchModel:
 
     # ------------------------------------------------------------------ decoder threads
     def decode(self, path: str, cancelled: Callable[[], bool]) -> Iterator[Any]:
-        return self.ex._chunks(path, self.pool, cancelled)
+        return self.ex.decode_chunks(path, self.pool, cancelled)
 
     def drop(self, chunk: Any) -> None:
         if chunk.buffer is not None:
@@ -82,7 +82,7 @@ class R21DBatchModel:
         start = video.start
         if start is None:
             raise RuntimeError("the decoder ended without starting the video")
-        result = self.ex._result(video.path, start, video.windows_cut, host_features, host_logits)
+        result = self.ex.video_result(video.path, start, video.windows_cut, host_features, host_logits)
         if self.cuda and features is not None:
             self._copies[id(result)] = self._event()
         return result
@@ -106,7 +106,7 @@ class R21DBatchModel:
         return False
 
     def timed_out(self, video: VideoState) -> Exception:
-        return self.ex._timeout_error(video.start.frames_decoded[0] if video.start is not None else 0)
+        return self.ex.timeout_error(video.start.frames_decoded[0] if video.start is not None else 0)
 
     def classify(self, exc: BaseException) -> str:
         return device_errors.classify(exc)

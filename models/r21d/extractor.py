@@ -41,6 +41,7 @@ from r21d_features.utils.video.ffmpeg import find_ffmpeg, private_reencoded_path
 from r21d_features.utils.outputs.metadata import window_metadata
 from r21d_features.utils.video.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
 from r21d_features.utils.video.decoders.yuv import YuvForm, yuv_taps_to_rgb
+from r21d_features.utils.video.sources import open_source
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
 from r21d_features.utils.video.windows import is_frame_used, window_bounds
 
@@ -120,7 +121,7 @@ class VideoFeatures:
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class Chunk:
     """Consecutive used frames of one video, as the decode thread leaves them.
 
     ``data``: on a GPU each frame's gathered taps, ``n x 2h x 2w x 3`` uint8 (``h x w``: the
@@ -137,7 +138,7 @@ class _Chunk:
 
 
 @dataclass
-class _VideoStart:
+class VideoStart:
     info: VideoInfo
     decoded_path: str
     frames_decoded: list[int] = field(default_factory=lambda: [0])
@@ -280,32 +281,40 @@ class R21DExtractor:
         return features, logits
 
     # ------------------------------------------------------------------ decode side (worker threads)
-    def _chunks(self, video_path: str, pool: BufferPool | None = None,
-                cancelled: Callable[[], bool] = lambda: False) -> Iterator[_VideoStart | _Chunk]:
-        """First a :class:`_VideoStart`, then frame chunks, for one video.
+    # What models/r21d/batching.py runs for utils/pipeline/batcher.py: decode_chunks on the decoder
+    # threads; chunk_frames, forward_windows, video_result and timeout_error on the model thread.
+    def decode_chunks(self, video_path: str, pool: BufferPool | None = None,
+                cancelled: Callable[[], bool] = lambda: False) -> Iterator[VideoStart | Chunk]:
+        """First a :class:`VideoStart`, then frame chunks, for one video.
 
         Each frame goes straight into a chunk buffer from ``pool`` (reused, pinned on a GPU;
-        without a pool a new one per chunk) as :class:`_Chunk` says: its taps (GPU) or its
+        without a pool a new one per chunk) as :class:`Chunk` says: its taps (GPU) or its
         finished region (CPU, :class:`HostBlender`). Stops with
         :class:`VideoTimeoutError` past ``video_timeout_s``, so a slow file frees its decode thread for the next video, and quietly once ``cancelled()``.
         """
         deadline = self._deadline()
         if self.blend_on_host:
             pool = None  # the finished frames outlive a chunk (windows are views): new buffers
+        source = open_source(video_path)
         decoded_path = video_path
         tmp_file: Path | None = None
         buffer: torch.Tensor | None = None
         if self.settings.extraction_fps is not None:
+            local = source.local_path()
+            if local is None:
+                raise VideoDecodeError(f"extraction_fps re-encodes local files only and {video_path!r} is not one; "
+                                       "set extraction_fps=null")
             # A name of its own: same-named videos of different folders (video_root) may be
             # re-encoded at the same time; the reference's name is given when it is kept.
-            tmp_file = reencode_fps(video_path, private_reencoded_path(self.tmp_dir, video_path),
+            tmp_file = reencode_fps(local, private_reencoded_path(self.tmp_dir, video_path),
                                     self.settings.extraction_fps,
                                     timeout_s=self.settings.video_timeout_s)
             decoded_path = str(tmp_file)
+            source = open_source(tmp_file)
         try:
-            reader = open_video(decoded_path, self.settings.decoder, apply_rotation=self.settings.apply_rotation,
+            reader = open_video(source, self.settings.decoder, apply_rotation=self.settings.apply_rotation,
                                 max_frame_pixels=self.settings.max_frame_pixels, threads=self._decoder_threads())
-            start = _VideoStart(info=reader.info, decoded_path=decoded_path)
+            start = VideoStart(info=reader.info, decoded_path=decoded_path)
             yield start
             taps: CropTaps | None = None
             frame_shape: tuple[int, ...] = ()
@@ -316,7 +325,7 @@ class R21DExtractor:
             for index, planes in reader.frames(keep=keep):
                 start.frames_decoded[0] = index + 1
                 if deadline is not None and time.monotonic() > deadline:
-                    raise self._timeout_error(index + 1)
+                    raise self.timeout_error(index + 1)
                 if planes is None:
                     continue
                 if taps is None:
@@ -362,7 +371,7 @@ class R21DExtractor:
 
     @property
     def chunk_layout(self) -> tuple[tuple[int, ...], torch.dtype]:
-        """Shape and dtype of a chunk buffer (see :class:`_Chunk`): ``CHUNK_FRAMES x h x w x 3``
+        """Shape and dtype of a chunk buffer (see :class:`Chunk`): ``CHUNK_FRAMES x h x w x 3``
         float32 on a CPU, ``CHUNK_FRAMES x 2h x 2w x 3`` uint8 on a GPU (``h x w``: the crops' region)."""
         _, _, h, w = self.crop_region
         if self.blend_on_host:
@@ -379,17 +388,17 @@ class R21DExtractor:
         return buffer.pin_memory() if self.device.type == "cuda" else buffer
 
     def _make_chunk(self, indices: list[int], buffer: torch.Tensor, taps: CropTaps, yuv: YuvForm | None,
-                    pool: BufferPool | None) -> _Chunk:
-        return _Chunk(np.asarray(indices), buffer[: len(indices)], taps, None if self.blend_on_host else yuv,
+                    pool: BufferPool | None) -> Chunk:
+        return Chunk(np.asarray(indices), buffer[: len(indices)], taps, None if self.blend_on_host else yuv,
                       self.blend_on_host, buffer if pool is not None else None)
 
     # ------------------------------------------------------------------ model side (caller thread)
-    def chunk_frames(self, chunk: _Chunk, device_taps: CropTaps) -> torch.Tensor:
+    def chunk_frames(self, chunk: Chunk, device_taps: CropTaps) -> torch.Tensor:
         """A chunk's frames as the windows take them: ``n x K x 112 x 112 x 3`` float32 on the
         device (``K`` crops); ``device_taps``: the chunk's taps on the device. Once this returns,
         the chunk's buffer may be reused (on a GPU: once the copy queued here has run)."""
         data = chunk.data.to(self.device, non_blocking=True)
-        if not chunk.blended:  # (a blended chunk never lives in a pool buffer: see _chunks)
+        if not chunk.blended:  # (a blended chunk never lives in a pool buffer: see decode_chunks)
             if chunk.yuv is not None:  # YUV -> RGB on the taps only, as swscale would on the whole frame
                 data = yuv_taps_to_rgb(data, chunk.yuv)
             data = blend_taps(data, device_taps)
@@ -443,14 +452,14 @@ class R21DExtractor:
         timeout_s = self.settings.video_timeout_s
         return None if timeout_s is None else time.monotonic() + timeout_s
 
-    def _timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
+    def timeout_error(self, frames_decoded: int) -> VideoTimeoutError:
         return VideoTimeoutError(
             f"took longer than video_timeout_s={self.settings.video_timeout_s} s ({plural(frames_decoded, 'frame')} decoded "
             "by then); "
             "raise video_timeout_s, or set it to null for no limit"
         )
 
-    def _result(self, video_path: str, start: _VideoStart, num_windows: int, features: np.ndarray | None,
+    def video_result(self, video_path: str, start: VideoStart, num_windows: int, features: np.ndarray | None,
                 logits: np.ndarray | None) -> VideoFeatures:
         """The :class:`VideoFeatures` of a decoded video from its ``num_windows`` rows (host arrays,
         None when there was no window); raises for a video with no frame or a window miscount."""

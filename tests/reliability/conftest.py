@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from r21d_features.models.r21d import R21DExtractor
-from tests.reliability.reliability_helpers import MODEL, STACK, STEP, make_clip, torch_threads
+from tests.reliability.reliability_helpers import BATCH, MODEL, STACK, STEP, make_clip, torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def checkpoint_file(checkpoints) -> Path:
 @pytest.fixture(scope="session")
 def extractor(checkpoint_file) -> R21DExtractor:
     """The model every in-process test shares (cpu, one thread as in the subprocesses)."""
-    return R21DExtractor(model_name=MODEL, device="cpu", stack_size=STACK, step_size=STEP,
+    return R21DExtractor(model_name=MODEL, device="cpu", stack_size=STACK, step_size=STEP, batch_size=BATCH,
                          checkpoint_path=str(checkpoint_file), decode_workers=1)
 
 

@@ -24,14 +24,14 @@ from r21d_features.utils.run.runner import run_extraction
 from r21d_features.utils.outputs.sinks import FileSink, load_feature_file
 
 from tests.conftest import REPO_ROOT
-from tests.reliability.reliability_helpers import (FEATURE_DIM, MODEL, STACK, STEP, feature_folder, leftovers,
+from tests.reliability.reliability_helpers import (BATCH, FEATURE_DIM, MODEL, STACK, STEP, feature_folder, leftovers,
                                                    make_clip)
 
 
 def cli_settings(output, paths, checkpoint, **extra) -> dict:
     return dict(feature_type="r21d", model_name=MODEL, device="cpu", stack_size=STACK, step_size=STEP,
                 checkpoint_path=str(checkpoint), on_extraction="save_numpy", output_path=str(output),
-                video_paths=[str(p) for p in paths], progress=False, decode_workers=1, **extra)
+                video_paths=[str(p) for p in paths], progress=False, decode_workers=1, batch_size=BATCH, **extra)
 
 
 def test_video_over_the_time_limit_fails_with_a_reason_and_the_run_goes_on(

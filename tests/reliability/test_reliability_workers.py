@@ -24,7 +24,7 @@ from r21d_features.utils.video.path_list import shard
 from r21d_features.utils.outputs.sinks import load_feature_file
 
 from tests.conftest import REPO_ROOT, run_main
-from tests.reliability.reliability_helpers import (MODEL, ONE_THREAD, STACK, STEP, cli_args, corrupt_jpeg_frame,
+from tests.reliability.reliability_helpers import (BATCH, MODEL, ONE_THREAD, STACK, STEP, cli_args, corrupt_jpeg_frame,
                                                    feature_folder, leftovers, main_command, make_clip, read_report)
 
 
@@ -115,11 +115,9 @@ def test_several_workers_on_one_folder_extract_everything_once(tmp_path, checkpo
     for p in procs:
         p.stderr.close()
 
-    # Batches of 2 are padded to another shape than the reference's 16: the same numbers to float
-    # rounding (exactness whatever the batch-mates is pinned by tests/test_pipeline.py).
     for clip in good_clips:
-        np.testing.assert_allclose(load_feature_file(feature_folder(out) / f"{clip.stem}_r21d.npy"),
-                                   reference[clip.stem], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(load_feature_file(feature_folder(out) / f"{clip.stem}_r21d.npy"),
+                                      reference[clip.stem])
     assert leftovers(feature_folder(out)) == []
     records = read_report(out)
     assert Counter(r["pid"] for r in records) == {pid: len(videos) for pid in codes}  # each worker: every video once
@@ -183,7 +181,7 @@ def test_sharded_runs_together_extract_each_video_once(tmp_path, checkpoint_file
         settings = dict(feature_type="r21d", model_name=MODEL, device="cpu", stack_size=STACK, step_size=STEP,
                         checkpoint_path=str(checkpoint_file), on_extraction="save_numpy",
                         output_path=str(tmp_path / "out"), video_paths=[str(c) for c in clips], progress=False,
-                        num_shards=3, shard_index=index)
+                        batch_size=BATCH, num_shards=3, shard_index=index)
         assert run_cli(settings, stdout=io.StringIO(), stderr=io.StringIO()) == 0
     assert_outputs_equal_reference(tmp_path / "out", clips, reference)
     records = read_report(tmp_path / "out")

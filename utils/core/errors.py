@@ -31,6 +31,10 @@ class VideoError(UserError):
     """One video cannot be extracted (decode, re-encode, limits); the others go on."""
 
 
+class VideoDecodeError(VideoError):
+    """The file cannot be read as a video; the message is one line for the user."""
+
+
 class DeviceFailure(UserError):
     """The device cannot go on (a CUDA error that poisons the context, such as an illegal memory
     access, or no kernel image for this GPU): the run stops at once, with this one line, and no

@@ -30,7 +30,7 @@ class ResultWriter:
     ``max_queued`` bounds the results waiting (their features stay in memory meanwhile): a
     producer faster than the file system waits in :meth:`submit`. An exception raised by
     ``handle`` is re-raised by the next :meth:`submit` or by :meth:`close`; handlers catch what
-    belongs to one video themselves (see utils.run.runner.store_result).
+    belongs to one video themselves (see utils.run.driver.store_result).
     """
 
     def __init__(self, handle: Callable[[str, Any], None], max_queued: int = 64, name: str = "writer") -> None:

@@ -5,12 +5,12 @@
     driver (this process)                       Ray actors: ExtractionWorker, one per GPU
     ---------------------                       (or CPU workers), model built once
     absolute video paths  --exchange(paths)-->  inbox queue
-                                                thread: skip_if_done -> extract_many
-                                                (decodes ahead on threads) -> store_result
-                                                (atomic .npy/.pkl, same FileSink as local)
+                                                thread: the Driver of a local run
+                                                (utils/run/driver.py: precheck ->
+                                                extract_many -> atomic write to its sink)
     OutcomeLog (summary, report, bar) <--outcomes--  outbox queue
 
-Only paths and small :class:`~utils.run.runner.VideoOutcome` records travel through
+Only paths and small :class:`~utils.run.driver.VideoOutcome` records travel through
 Ray; frames and features stay inside the actor, which writes them exactly as
 the single-process run does. So the outputs are the same files with the same
 numbers, and a killed run is resumed by running it again: what exists is skipped.
@@ -46,10 +46,10 @@ from r21d_features.utils.core.errors import DeviceFailure
 from r21d_features.utils.core.console import plural
 from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
-from r21d_features.utils.run.runner import OutcomeLog, RunSummary, VideoOutcome, one_line_reason, precheck, report_path_in, store_result
+from r21d_features.utils.run.driver import Driver, VideoOutcome, one_line_reason
+from r21d_features.utils.run.runner import OutcomeLog, RunSummary, report_path_in
 from r21d_features.utils.run.settings import RaySettings, RaySetupError
 from r21d_features.utils.outputs.sinks import make_sink, output_dir
-from r21d_features.utils.pipeline.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,6 @@ class ExtractionWorker:
             # The worker's CPU share, whatever Ray puts in OMP_NUM_THREADS: float32 sums
             # over another number of threads round differently.
             torch.set_num_threads(num_threads)
-        self.debug = debug
-        self.with_metadata = with_metadata
         self.setup_error: str | None = None
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
@@ -190,6 +188,7 @@ class ExtractionWorker:
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
             # Saved outputs carry their provenance (utils/outputs/provenance.py).
             self.sink = self.sink.with_provenance(self.extractor.provenance())
+            self.driver = Driver(self.extractor, self.sink, debug=debug, with_metadata=with_metadata)
         except Exception as exc:  # bad settings, missing weights: reported by ready(), not as a crash
             self.setup_error = one_line_reason(exc)
             return
@@ -240,27 +239,23 @@ class ExtractionWorker:
             self._fatal = exc
 
     def _run_session(self) -> None:
-        with ResultWriter(self._store) as writer:  # files are written off the device's thread
-            for path, result in self.extractor.extract_many(self._paths_to_extract()):
-                writer.submit(path, result)
+        self.driver.run(self.driver.admitted(self._queued_paths(), self._send_back), self._finished)
 
-    def _store(self, path: str, result: object) -> None:
-        outcome = store_result(path, result, self.sink, debug=self.debug, with_metadata=self.with_metadata)
-        now = time.perf_counter()
-        outcome.seconds, self._t_last = round(now - self._t_last, 3), now
-        outcome.host, outcome.pid = self.host, os.getpid()
-        self._outbox.put(outcome)
-
-    def _paths_to_extract(self):  # noqa: ANN202 (generator of str)
+    def _queued_paths(self):  # noqa: ANN202 (generator of str)
         for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
             if index == 0:  # seconds count from here, not from the idle wait for work
                 self._t_last = time.perf_counter()
-            skipped = precheck(self.sink, path)
-            if skipped is not None:
-                skipped.host, skipped.pid = self.host, os.getpid()
-                self._outbox.put(skipped)
-            else:
-                yield path
+            yield path
+
+    def _finished(self, outcome: VideoOutcome) -> None:
+        """An extracted video's outcome (the writer thread): timed, then sent back."""
+        now = time.perf_counter()
+        outcome.seconds, self._t_last = round(now - self._t_last, 3), now
+        self._send_back(outcome)
+
+    def _send_back(self, outcome: VideoOutcome) -> None:
+        outcome.host, outcome.pid = self.host, os.getpid()
+        self._outbox.put(outcome)
 
 
 # ---------------------------------------------------------------------- driver side

@@ -1,4 +1,4 @@
-"""The run loop over many videos: skip what is done, isolate failures, report.
+"""The local run over many videos: claims, the run report, the summary, around the driver.
 
 One bad video never stops the run: its failure is recorded with a one-line
 reason and the loop goes on. Outputs are written atomically by the sink, so an
@@ -15,21 +15,18 @@ import os
 import socket
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
-from r21d_features.utils.outputs.atomic import remove_temp_files
-from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
 from r21d_features.utils.core.console import plural
-from r21d_features.utils.core.errors import UserError, VideoError
-from r21d_features.utils.core.safe_fs import display_path, input_problem, open_append_nofollow, output_name_problem
-from r21d_features.utils.outputs.sinks import PrintSink, Sink
-from r21d_features.utils.pipeline.writer import InputOrder, ResultWriter
+from r21d_features.utils.core.safe_fs import display_path, open_append_nofollow
+from r21d_features.utils.outputs.atomic import remove_temp_files
+from r21d_features.utils.outputs.sinks import Sink
+from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
+from r21d_features.utils.run.driver import Driver, ExtractsVideos, VideoOutcome, one_line_reason
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +36,6 @@ REPORT_FILE_NAME = "run_report.jsonl"
 def report_path_in(folder: str | os.PathLike) -> Path:
     """The run report of the outputs in ``folder``."""
     return Path(folder) / REPORT_FILE_NAME
-
-
-class ExtractsVideos(Protocol):
-    """What the runner needs from an extractor (see models.r21d.R21DExtractor)."""
-
-    def extract_many(self, video_paths: Iterable[str]) -> Iterator[tuple[str, object]]: ...
-
-
-@dataclass
-class VideoOutcome:
-    path: str
-    status: str  # "done" | "skipped" | "failed"
-    reason: str = ""
-    windows: int | None = None
-    frames: int | None = None
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    host: str = ""  # where the video was extracted (a Ray worker's host); empty: this process
-    pid: int | None = None
 
 
 @dataclass
@@ -83,15 +61,6 @@ class RunSummary:
         lines += [f"  FAILED {display_path(o.path)}: {o.reason}" for o in self.failed]
         lines += [f"  warning {display_path(o.path)}: {w}" for o in self.outcomes for w in o.warnings]
         return "\n".join(lines)
-
-
-def one_line_reason(exc: BaseException) -> str:
-    """``exc`` as one line: a :class:`~utils.core.errors.UserError` by its message, anything else
-    (a bug, a library's error) prefixed by its type."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, UserError):
-        return text
-    return f"{type(exc).__name__}: {text}"
 
 
 class RunReport:
@@ -167,98 +136,17 @@ class OutcomeLog:
         self.bar.close()
 
 
-def skip_if_done(sink: Sink, path: str) -> VideoOutcome | None:
-    """A "skipped" outcome when ``path``'s output already exists and loads, else None."""
-    if not sink.is_done(path):
-        return None
-    log.info("skipping %s: its output already exists and loads", path)
-    return VideoOutcome(path=path, status="skipped", reason="output exists")
-
-
-def precheck(sink: Sink, path: str) -> VideoOutcome | None:
-    """A "failed" or "skipped" outcome for ``path`` decided before any work, else None.
-
-    Never raises: a name no file can have, a FIFO/device/socket (refused before it is
-    opened), an output name over the file-system limit, or any error while looking at the
-    existing output becomes this video's failure, and the other videos go on.
-    """
-    try:
-        problem = input_problem(path)
-        output = sink.claim_path(path)
-        if problem is None and output is not None:
-            problem = output_name_problem(output)
-        if problem is not None:
-            return VideoOutcome(path=path, status="failed", reason=problem)
-        return skip_if_done(sink, path)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        return VideoOutcome(path=path, status="failed", reason=f"cannot check its output: {one_line_reason(exc)}")
-
-
-def check_finite(features: np.ndarray) -> None:
-    """Refuse features holding NaN or Inf: they are never saved (a broken model or an fp16 overflow)."""
-    bad = features.size - int(np.isfinite(features).sum())
-    if bad:
-        raise VideoError(
-            f"{bad} of the {features.size} feature values are NaN or Inf (broken weights, or an fp16 overflow: "
-            "try precision=fp32); nothing was saved"
-        )
-
-
-def store_result(
-    path: str,
-    result: object,
-    sink: Sink,
-    on_result: Callable[[object], None] | None = None,
-    debug: bool = False,
-    with_metadata: bool = False,
-) -> VideoOutcome:
-    """Write one ``extract_many`` result to ``sink``; its outcome ("done" or "failed"), never raises
-    for the video (``seconds`` is left for the caller to fill). ``with_metadata``: also the
-    window spans (see :mod:`utils.outputs.metadata`)."""
-    outcome = VideoOutcome(path=path, status="done")
-    if isinstance(result, BaseException):
-        outcome.status, outcome.reason = "failed", one_line_reason(result)
-        if debug:
-            log.error("%s failed", path, exc_info=result)
-        return outcome
-    # An HDF5 sink records fps and the window stride of every video, metadata or not.
-    features = result.as_dict(metadata=with_metadata or sink.needs_metadata)
-    first = next(iter(features.values()), np.zeros((0, 0)))
-    outcome.windows, outcome.frames = int(first.shape[0]), int(result.num_frames)
-    outcome.warnings = list(result.warnings)
-    try:
-        check_finite(np.asarray(first))
-        if on_result is not None:
-            on_result(result)
-        sink.write(path, features)
-    except (KeyboardInterrupt, SystemExit, BrokenPipeError):  # a closed stdout ends the run (utils/run/cli.py)
-        raise
-    except Exception as exc:  # unwritable folder, full disk, ...
-        outcome.status, outcome.reason = "failed", f"cannot save output: {one_line_reason(exc)}"
-        if debug:
-            log.error("%s: %s", path, traceback.format_exc())
-    return outcome
-
-
 class _Run:
-    """One call of :func:`run_extraction`: the loop, its records and its claims."""
+    """One call of :func:`run_extraction`: the :class:`~utils.run.driver.Driver`, claims and records."""
 
-    def __init__(self, extractor: ExtractsVideos, sink: Sink, log: OutcomeLog, claims: ClaimBook | None,
-                 on_result: Callable[[object], None] | None, debug: bool, with_metadata: bool) -> None:
-        self.extractor = extractor
-        self.sink = sink
+    def __init__(self, driver: Driver, log: OutcomeLog, claims: ClaimBook | None) -> None:
+        self.driver = driver
+        self.sink = driver.sink
         self.log = log
         self.claims = claims
-        self.on_result = on_result
-        self.debug = debug
-        self.with_metadata = with_metadata
         self.deferred: list[str] = []  # claimed by other workers: looked at again later
         self.holders: dict[str, ClaimOwner] = {}
         self.t_last = time.perf_counter()
-        # Printed output names no path: keep it in input order (results complete out of order).
-        self.in_order = on_result is not None or isinstance(sink, PrintSink)
         self._lock = threading.Lock()  # outcomes come from the writer thread and from claimed()
 
     def record(self, outcome: VideoOutcome, counted: bool = True) -> None:
@@ -306,26 +194,17 @@ class _Run:
             yield path
 
     def extract(self, paths: Sequence[str]) -> None:
-        """Extract ``paths``; writing, claims and the report happen on a writer thread
-        (utils/pipeline/writer.py), which finishes what it was handed even when this stops early."""
-        order = InputOrder() if self.in_order else None
-        todo = self.claimed(paths) if order is None else order.track(self.claimed(paths))
-        results = self.extractor.extract_many(todo)
-        if order is not None:
-            results = order.reorder(results)
-        with ResultWriter(self.store) as writer:
-            for path, result in results:
-                writer.submit(path, result)
+        """Extract the claimed ones of ``paths`` through the driver; each outcome settles its claim."""
+        self.driver.run(self.claimed(paths), self.settle)
 
-    def store(self, path: str, result: object) -> None:
-        """Write one result, settle its claim, record its outcome (the writer thread)."""
-        outcome = store_result(path, result, self.sink, self.on_result, self.debug, self.with_metadata)
+    def settle(self, outcome: VideoOutcome) -> None:
+        """An extracted video's outcome: its claim settled, then recorded (the writer thread)."""
         if self.claims is not None:
             if outcome.status == "failed":
-                self.claims.record_failure(path, outcome.reason)
+                self.claims.record_failure(outcome.path, outcome.reason)
             else:
-                self.claims.clear_failure(path)
-            self.claims.release(path)
+                self.claims.clear_failure(outcome.path)
+            self.claims.release(outcome.path)
         self.record(outcome)
 
     def wait_for_others(self) -> None:
@@ -372,16 +251,12 @@ def run_extraction(
     (KeyboardInterrupt, e.g. by :mod:`utils.run.signals`), it releases its claims and
     re-raises with the outcomes so far as ``exc.partial_summary``.
     """
-    todo, early = [], []
-    for path in video_paths:
-        outcome = precheck(sink, path)
-        if outcome is not None:
-            early.append(outcome)
-        else:
-            todo.append(path)
+    driver = Driver(extractor, sink, on_result=on_result, debug=debug, with_metadata=with_metadata)
+    early: list[VideoOutcome] = []
+    todo = list(driver.admitted(video_paths, early.append))
     failed_early = [o for o in early if o.status == "failed"]
     outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
-    run = _Run(extractor, sink, outcome_log, claims, on_result, debug, with_metadata)
+    run = _Run(driver, outcome_log, claims)
     for outcome in early:
         if claims is not None and outcome.status == "skipped":
             claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from r21d_features.utils.core.console import plural
-from r21d_features.utils.core.errors import VideoError
+from r21d_features.utils.core.errors import VideoDecodeError
 from .yuv import YuvForm
 
 # check_frame_count: missing frames tolerated with a warning (more is a failure).
 MISSING_FRAMES_TOLERATED = 2
 MISSING_FRACTION_TOLERATED = 0.01
 # First box types of an ISO base media file (mp4, mov, m4v, 3gp): their sample table counts every frame.
+HEAD_BYTES = 12  # what has_frame_index looks at
 ISO_BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
-
-
-class VideoDecodeError(VideoError):
-    """The file cannot be read as a video; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -74,28 +69,14 @@ class Planes:
         return self.arrays[0].shape[1]
 
 
-def has_frame_index(path: str | os.PathLike) -> bool:
-    """True for containers whose header counts every frame: ISO BMFF (mp4, mov, 3gp) and AVI.
+def has_frame_index(head: bytes) -> bool:
+    """True for containers whose header counts every frame: ISO BMFF (mp4, mov, 3gp) and AVI;
+    ``head``: the file's first :data:`HEAD_BYTES` bytes.
 
     For the others (mkv, webm, ts, flv, ...) a frame count is duration x fps, which is
     far off for variable frame rate videos.
     """
-    with open(path, "rb") as f:
-        head = f.read(12)
     return head[4:8] in ISO_BMFF_FIRST_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-
-
-def check_readable_file(path: str | os.PathLike) -> None:
-    """Raise :class:`VideoDecodeError` naming why ``path`` cannot be a video file."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoDecodeError("file not found")
-    if p.is_dir():
-        raise VideoDecodeError("is a directory, not a video file")
-    if p.stat().st_size == 0:
-        raise VideoDecodeError("empty file (0 bytes)")
-    if not os.access(p, os.R_OK):
-        raise VideoDecodeError("file is not readable (permission denied)")
 
 
 def check_frame_size(width: int, height: int, max_frame_pixels: int | None) -> None:

@@ -23,7 +23,8 @@ from typing import Callable, Iterator
 import cv2
 
 from r21d_features.utils.core.safe_fs import utf8_openable
-from .base import Planes, VideoDecodeError, VideoInfo, check_frame_size, check_readable_file, has_frame_index
+from r21d_features.utils.video.sources import Source, as_source, read_head
+from .base import HEAD_BYTES, Planes, VideoDecodeError, VideoInfo, check_frame_size, has_frame_index
 
 
 # After a frame fails to decode, try this many more: if one decodes, the stream is corrupt mid-way.
@@ -39,12 +40,17 @@ class OpenCVReader:
     """
 
     def __init__(
-        self, path: str | os.PathLike, apply_rotation: bool = False, max_frame_pixels: int | None = None,
+        self, video: str | os.PathLike | Source, apply_rotation: bool = False, max_frame_pixels: int | None = None,
         threads: int | None = None,
     ) -> None:
-        check_readable_file(path)
-        self.path = str(path)
-        with utf8_openable(self.path) as openable:  # a Linux name of raw bytes would crash OpenCV
+        source = as_source(video)
+        path = source.local_path()
+        if path is None:
+            raise VideoDecodeError(f"decoder=opencv opens local files only and {source.name!r} is not one; "
+                                   "use decoder=pyav")
+        source.check()
+        self.path = source.name
+        with utf8_openable(path) as openable:  # a Linux name of raw bytes would crash OpenCV
             # threads: FFmpeg's decoding threads for this capture (default: OpenCV's, one per core).
             params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, max(1, int(threads))]
             self._cap = cv2.VideoCapture(openable, cv2.CAP_FFMPEG, params)
@@ -62,7 +68,7 @@ class OpenCVReader:
             frame_count_hint=max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
             width=int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
             height=int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
-            frame_count_exact=has_frame_index(self.path),
+            frame_count_exact=has_frame_index(read_head(source, HEAD_BYTES)),
             codec=_fourcc(self._cap.get(cv2.CAP_PROP_FOURCC)),
         )
         self.max_frame_pixels = max_frame_pixels

@@ -1,7 +1,7 @@
 """Decoding with PyAV (FFmpeg's libraries, dav1d for AV1): the default backend.
 
-- Local files only. The file is opened by Python and FFmpeg reads it through that file
-  object, so the name is never parsed as a URL: ``concat:a.mp4|b.mp4``, ``pipe:0``,
+- Read from the source's file object (:mod:`utils.video.sources`): FFmpeg never sees a
+  name, so none is parsed as a URL: ``concat:a.mp4|b.mp4``, ``pipe:0``,
   ``cam:1.mp4`` or a folder named ``http:`` are plain file names here, as they are to
   ``open()``. Files the demuxer itself refers to (an HLS playlist's segments, a dash
   manifest) may be opened from the local disk only (``protocol_whitelist=file``).
@@ -24,8 +24,8 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from .base import (Planes, VideoDecodeError, VideoInfo, check_frame_size, check_readable_file,
-                   has_frame_index)
+from r21d_features.utils.video.sources import Source, as_source
+from .base import HEAD_BYTES, Planes, VideoDecodeError, VideoInfo, check_frame_size, has_frame_index
 from .yuv import matches_swscale, yuv_form
 
 MAX_DECODE_THREADS = 16
@@ -55,20 +55,23 @@ class PyAVReader:
     container should present once :meth:`frames` has run (edit-list discards removed).
     """
 
-    def __init__(self, path: str | os.PathLike, apply_rotation: bool = False,
+    def __init__(self, video: str | os.PathLike | Source, apply_rotation: bool = False,
                  max_frame_pixels: int | None = None, threads: int | None = None) -> None:
-        check_readable_file(path)
-        self.path = os.fspath(path)
+        source = as_source(video)
+        source.check()
+        self.path = source.name
         # FFmpeg decoding threads for this file (default: one per core, up to MAX_DECODE_THREADS);
         # the pipeline passes the cores shared by the videos decoding at once.
         self._threads = decode_threads() if threads is None else max(1, min(MAX_DECODE_THREADS, int(threads)))
         self.apply_rotation = apply_rotation
         self.max_frame_pixels = max_frame_pixels
-        self._file = open(self.path, "rb")
+        self._file = source.open()
         try:
+            self._frame_index = has_frame_index(self._file.read(HEAD_BYTES))
+            self._file.seek(0)
             self._container = av.open(self._file, mode="r", buffer_size=READ_BUFFER_BYTES,
                                       options={"protocol_whitelist": "file"})
-        except (av.FFmpegError, ValueError) as exc:
+        except (av.FFmpegError, ValueError, OSError) as exc:
             self._file.close()
             raise VideoDecodeError(f"cannot be opened as a video ({_reason(exc)})") from None
         try:
@@ -99,7 +102,7 @@ class PyAVReader:
         return VideoInfo(
             path=self.path, fps=float(rate) if rate else 0.0, frame_count_hint=max(0, int(s.frames or 0)),
             width=int(s.codec_context.width or 0), height=int(s.codec_context.height or 0),
-            frame_count_exact=has_frame_index(self.path), codec=s.codec_context.name,
+            frame_count_exact=self._frame_index, codec=s.codec_context.name,
         )
 
     def frames(self, keep: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Planes | None]]:
