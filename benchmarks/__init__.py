@@ -1,1 +1,1 @@
-"""Benchmark set, naive reference mode and the side-by-side speed benchmark (see BENCHMARKS.md)."""
+"""Benchmark set, reference flow and the side-by-side speed benchmark (see BENCHMARKS.md)."""

@@ -8,7 +8,7 @@ Sections, each skipped (and said so in the report) once the time budget is spent
 1. the GPU test suite (``pytest -m gpu``; only when the device is CUDA);
 2. parity: features on the device against the CPU, the three flavours, random weights
    (seed 0, no download), within 2e-3 (TF32 allowed);
-3. throughput against the naive reference mode on a generated set (240p-1080p, short and
+3. throughput against the reference flow on a generated set (240p-1080p, short and
    long), the three flavours at fp32/bf16/fp16 and batch 16/32/64 (``--quick``: r2plus1d_18,
    fp32, batch 16, the tiny set), with the model-only and decode-only ceilings and end to end
    / min(ceilings);
@@ -17,7 +17,7 @@ Sections, each skipped (and said so in the report) once the time budget is spent
 5. memory: peak host RSS and peak GPU memory for a short video and one ten times longer.
 
 Writes ``OUT/gpu_check.json`` (``device``, ``parity_max_rel_err``, ``throughput``: rows with
-``mode``, ``frames_per_s``, ``x_naive``; plus ``stand_in``, ``memory``, ``skipped``) and
+``mode``, ``frames_per_s``, ``x_reference``; plus ``stand_in``, ``memory``, ``skipped``) and
 ``OUT/gpu_check.md``. Reuses the workers of ``benchmarks/run_benchmark.py``.
 """
 
@@ -160,12 +160,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"GPU tests: `{report['gpu_tests']['summary']}` (exit {report['gpu_tests']['returncode']})", ""]
     lines += ["## Parity (device vs CPU, max rel err; limit 2e-3)", "", "| flavour | max rel err |", "|---|---|"]
     lines += [f"| {k} | {v:.1e} |" for k, v in report["parity"].items()]
-    lines += ["", "## Throughput against the naive mode", "",
-              "| flavour | mode | batch | frames/s | x naive | of min(ceilings) | peak RSS GB | peak GPU GB |",
+    lines += ["", "## Throughput against the reference flow", "",
+              "| flavour | mode | batch | frames/s | x reference | of min(ceilings) | peak RSS GB | peak GPU GB |",
               "|---|---|---|---|---|---|---|---|"]
     for row in report["throughput"]:
         lines.append(f"| {row['model_name']} | {row['mode']} | {row['batch_size']} | {row['frames_per_s']:.1f} | "
-                     f"{row['x_naive'] if row['x_naive'] is None else format(row['x_naive'], '.2f')} | "
+                     f"{row['x_reference'] if row['x_reference'] is None else format(row['x_reference'], '.2f')} | "
                      f"{'-' if row.get('of_ceiling') is None else format(row['of_ceiling'], '.0%')} | "
                      f"{row['peak_rss_gb']:.2f} | {'-' if row['peak_gpu_gb'] is None else format(row['peak_gpu_gb'], '.2f')} |")
     lines += ["", "## Stand-in model against the parallel decode ceiling", "",
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 bench_args = argparse.Namespace(
                     device=args.device, batch_size=batch, decode_workers=max(1, cores // 2), channels_last=None,
-                    threads=None, precision=precisions, rounds=1, naive_max_gb=8.0, skip_naive=batch != batches[0],
+                    threads=None, precision=precisions, rounds=1, reference_max_gb=8.0, skip_reference=batch != batches[0],
                     model_seconds=1.0 if args.quick else 5.0)
                 result = benchmark_model(bench_args, name, bench_set, weights)
                 rows = summarize(result)
@@ -240,11 +240,11 @@ def main(argv: list[str] | None = None) -> int:
                     bound = None if model_fps is None else min(decode_max, model_fps)
                     report["throughput"].append({
                         "model_name": name, "mode": mode, "batch_size": batch, "frames_per_s": row["frames_per_s"],
-                        "x_naive": 1.0 if mode.startswith("naive") else row.get("speedup"),
+                        "x_reference": 1.0 if mode.startswith("reference") else row.get("speedup"),
                         "of_ceiling": None if bound is None else row["frames_per_s"] / bound,
                         "model_ceiling_fps": model_fps, "decode_ceiling_fps": decode_max,
                         "peak_rss_gb": row["peak_rss_gb"], "peak_gpu_gb": row["peak_gpu_gb"],
-                        "max_rel_err_vs_naive": row.get("max_rel_err"),
+                        "max_rel_err_vs_reference": row.get("max_rel_err"),
                     })
         if args.quick or not flavours:
             sets = {"short clips": tiny}
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     written = json.loads((out / "gpu_check.json").read_text())
     missing = [k for k in ("device", "parity_max_rel_err", "throughput") if k not in written]
-    if missing or any(k not in row for row in written["throughput"] for k in ("mode", "frames_per_s", "x_naive")):
+    if missing or any(k not in row for row in written["throughput"] for k in ("mode", "frames_per_s", "x_reference")):
         log.error("%s lacks %s", out / "gpu_check.json", missing or "throughput row keys")
         return 1
     return 0 if report["parity_ok"] in (None, True) and report.get("gpu_tests", {}).get("returncode", 0) == 0 else 1

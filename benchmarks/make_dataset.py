@@ -2,6 +2,7 @@
 
     python -m benchmarks.make_dataset --preset full       # 24 videos 240p..1080p, 10 s..3 min, + 10-min 1080p
     python -m benchmarks.make_dataset --preset cpu-quick  # 4 short videos, minutes on a 2-core CPU
+    python -m benchmarks.make_dataset --preset short-set  # 20 clips of 4-6 s, 240p and 360p
     python -m benchmarks.make_dataset --preset decode     # 10 s at each of 240p, 360p, 720p, 1080p
     python -m benchmarks.make_dataset --preset tiny       # 2 one-second clips, for smoke tests
 
@@ -19,7 +20,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -72,6 +73,11 @@ def preset_specs(preset: str) -> list[VideoSpec]:
     if preset == "cpu-quick":
         # About 550 frames in all: a few minutes for both modes at ~30-40 frames/s on 2 cores.
         return [_spec("240p", 8, 25, 0), _spec("360p", 6, 30, 1), _spec("720p", 4, 25, 2), _spec("1080p", 3, 25, 3)]
+    if preset == "short-set":
+        # 20 short clips (4-6 s, 240p and 360p, 25 and 30 fps: 2,720 frames): many videos, each a
+        # few windows, where the decode of the next video can overlap the model on this one.
+        specs = [_spec("240p" if i % 2 else "360p", 4 + i % 3, 25 if i % 4 < 2 else 30, i) for i in range(20)]
+        return [replace(spec, name=f"short{i:02d}_{spec.name}") for i, spec in enumerate(specs)]
     if preset == "decode":
         # Decode speed per resolution (benchmarks/decode_speed.py): 10 s of each, 250 frames, one
         # source (testsrc2, drawn at full size) for all, so the sizes differ only in pixels: with
@@ -80,7 +86,7 @@ def preset_specs(preset: str) -> list[VideoSpec]:
         return [_spec(label, 10, 25, 0) for label in RESOLUTIONS]
     if preset == "tiny":
         return [VideoSpec("tiny_a", 160, 120, 25, 1, "testsrc2", 0), VideoSpec("tiny_b", 128, 96, 25, 2, "life", 1)]
-    raise ValueError(f"preset={preset!r} is unknown; allowed: full, cpu-quick, decode, tiny")
+    raise ValueError(f"preset={preset!r} is unknown; allowed: full, cpu-quick, short-set, decode, tiny")
 
 
 def _source_filter(spec: VideoSpec) -> str:
@@ -150,7 +156,7 @@ def make_dataset(preset: str, out_dir: Path, specs: list[VideoSpec] | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "decode", "tiny"))
+    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "short-set", "decode", "tiny"))
     parser.add_argument("--out", default=None, help="folder for the videos (default: bench_out/videos/<preset>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

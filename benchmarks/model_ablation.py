@@ -3,7 +3,7 @@
     python -m benchmarks.model_ablation --device cpu --rounds 2
 
 Each variant is ``precision:batch:layout:batchnorm``, e.g. ``fp32:1:ncdhw:kept`` (the
-naive mode's network) or ``bf16:16:cl:folded`` (the extractor's choices). Prints the
+reference flow's network) or ``bf16:16:cl:folded`` (the extractor's choices). Prints the
 median wall-clock frames/s over rounds and frames per CPU-second (less sensitive to
 other processes on the machine).
 """

@@ -1,4 +1,4 @@
-"""Our pipeline against the naive reference mode, side by side on the same videos, in one run.
+"""Our pipeline against the reference flow, side by side on the same videos, in one run.
 
     python -m benchmarks.run_benchmark --preset cpu-quick --device cpu --precision fp32,bf16
     python -m benchmarks.run_benchmark --preset full --device cuda:0 --precision fp32,bf16,fp16 \\
@@ -7,8 +7,8 @@
 Each mode runs in its own worker process (its own peak RSS and GPU memory); the modes
 take turns, round after round, in alternating order, so load from other processes on a
 shared machine hits them alike. Prints a markdown report (and writes it, with the raw
-numbers as JSON, under ``--out``): frames/s, videos/s, the speed-up over the naive mode,
-peak host RSS, peak GPU memory, the largest relative feature difference to the naive
+numbers as JSON, under ``--out``): frames/s, videos/s, the speed-up over the reference flow,
+peak host RSS, peak GPU memory, the largest relative feature difference to the reference
 mode, the decode ceiling (the default decoder alone, 1 and N streams), the model ceiling (random
 clips on the device) and per-stage costs. Networks have random weights (seed 0): speed
 does not depend on the weight values, and both modes get the same ones.
@@ -21,10 +21,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,13 +35,14 @@ import psutil
 import torch
 
 from benchmarks.make_dataset import make_dataset
-from benchmarks.naive_reference import naive_peak_bytes
+from benchmarks.reference_flow import reference_peak_bytes
 from benchmarks.workers import WorkerConfig, save_random_checkpoint, worker_main
 from r21d_features.models.r21d.extractor import PRECISIONS
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
 from r21d_features.models.r21d.zoo import MODEL_ZOO
 from r21d_features.utils.video.decoders import open_video
 from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.cpu import cpu_info
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -79,14 +78,9 @@ class WorkerProcess:
 
 
 def machine_description(device: str) -> dict[str, str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), cpu)
-        amx = "amx_bf16" in lscpu
-    except OSError:
-        amx = False
-    info = {"cpu": cpu, "cores": str(os.cpu_count()), "amx": "yes" if amx else "no",
+    """The CPU (model, cores, the vector flags oneDNN uses), memory, torch, and the GPU if any."""
+    cpu = cpu_info()
+    info = {"cpu": cpu.describe(), "native_bf16": "yes" if cpu.native_bf16 else "no",
             "memory": f"{psutil.virtual_memory().total / GB:.0f} GiB", "torch": torch.__version__}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -118,24 +112,24 @@ def video_sizes(paths: list[str]) -> dict[str, tuple[int, int, int]]:
 def benchmark_model(args: argparse.Namespace, model_name: str, paths: list[str], weights_dir: Path) -> dict[str, Any]:
     """All modes of one model flavour: rounds of end-to-end runs, then ceilings and stages."""
     sizes = video_sizes(paths)
-    naive_limit = args.naive_max_gb * GB
-    naive_paths = [p for p in paths if naive_peak_bytes(*sizes[p]) <= naive_limit]
-    skipped = {p: naive_peak_bytes(*sizes[p]) / GB for p in paths if p not in naive_paths}
+    reference_limit = args.reference_max_gb * GB
+    reference_paths = [p for p in paths if reference_peak_bytes(*sizes[p]) <= reference_limit]
+    skipped = {p: reference_peak_bytes(*sizes[p]) / GB for p in paths if p not in reference_paths}
     for path, need in skipped.items():
-        log.warning("naive mode skips %s: it would need about %.1f GB (limit --naive-max-gb %.1f)",
-                    path, need, args.naive_max_gb)
+        log.warning("reference flow skips %s: it would need about %.1f GB (limit --reference-max-gb %.1f)",
+                    path, need, args.reference_max_gb)
     checkpoint = save_random_checkpoint(model_name, weights_dir / f"{model_name}_random_seed0.pth")
     base = WorkerConfig(mode="ours", model_name=model_name, device=args.device, checkpoint_path=checkpoint,
                         batch_size=args.batch_size,
                         decode_workers=args.decode_workers, channels_last=args.channels_last,
                         num_threads=args.threads)
     configs = {f"ours {p}": replace(base, precision=p) for p in args.precision}
-    if not args.skip_naive and naive_paths:
-        naive = WorkerConfig(mode="naive", model_name=model_name, device=args.device, checkpoint_path=checkpoint,
+    if not args.skip_reference and reference_paths:
+        reference = WorkerConfig(mode="reference", model_name=model_name, device=args.device, checkpoint_path=checkpoint,
                              num_threads=args.threads)
-        configs = {"naive fp32": naive, **configs}
+        configs = {"reference fp32": reference, **configs}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    extras: dict[str, Any] = {"naive_skipped_gb": skipped}
+    extras: dict[str, Any] = {"reference_skipped_gb": skipped}
     workers = {}
     try:
         for name, config in configs.items():
@@ -143,7 +137,7 @@ def benchmark_model(args: argparse.Namespace, model_name: str, paths: list[str],
         order = list(configs)
         for round_index in range(args.rounds):
             for name in order if round_index % 2 == 0 else order[::-1]:
-                todo = naive_paths if name.startswith("naive") else paths
+                todo = reference_paths if name.startswith("reference") else paths
                 log.info("%s: round %d, %s (load %s)", model_name, round_index + 1, name, load_text())
                 runs[name].append(workers[name].ask("run", paths=todo))
         first_ours = next(n for n in configs if n.startswith("ours"))
@@ -154,7 +148,7 @@ def benchmark_model(args: argparse.Namespace, model_name: str, paths: list[str],
             for n in sorted({1, args.decode_workers or default_decode_workers()})
         }
         extras["model_ceiling"] = {
-            name: workers[name].ask("model_ceiling", seconds=args.model_seconds)["frames_per_s"]
+            name: workers[name].ask("model_ceiling", seconds=args.model_seconds)
             for name in configs if name.startswith("ours")
         }
         extras["stages"] = ours.ask("stages", paths=paths)
@@ -165,15 +159,15 @@ def benchmark_model(args: argparse.Namespace, model_name: str, paths: list[str],
 
 
 def summarize(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per mode: medians over rounds, speed-up over naive per round, max feature error."""
+    """Per mode: medians over rounds, speed-up over reference per round, max feature error."""
     runs = result["runs"]
-    naive_runs = runs.get("naive fp32", [])
-    naive_paths = list(naive_runs[0]["videos"]) if naive_runs else []
+    reference_runs = runs.get("reference fp32", [])
+    reference_paths = list(reference_runs[0]["videos"]) if reference_runs else []
     rows = {}
     for name, mode_runs in runs.items():
         frames = sum(v.get("frames") or 0 for v in runs[name][0]["videos"].values())
-        if name.startswith("naive"):
-            frames = sum(_frames_of(runs, p) for p in naive_paths)
+        if name.startswith("reference"):
+            frames = sum(_frames_of(runs, p) for p in reference_paths)
         seconds = [r["seconds"] for r in mode_runs]
         row = {
             "rounds": len(mode_runs),
@@ -186,18 +180,21 @@ def summarize(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "peak_rss_gb": max(r["peak_rss"] for r in mode_runs) / GB,
             "peak_gpu_gb": (max(r["peak_gpu"] for r in mode_runs) / GB) if mode_runs[0]["peak_gpu"] is not None else None,
         }
-        if naive_runs and not name.startswith("naive"):
+        if reference_runs and not name.startswith("reference"):
             speedups = []
-            for ours_run, naive_run in zip(mode_runs, naive_runs):
-                ours_s = sum(ours_run["videos"][p]["seconds"] for p in naive_paths)
-                speedups.append(naive_run["seconds"] / ours_s)
+            for ours_run, reference_run in zip(mode_runs, reference_runs):
+                # Each video's seconds are its share of the wall clock (from the previous video's
+                # end to its own), so their sum is the run's time on the videos both modes ran.
+                ours_s = (ours_run["seconds"] if len(reference_paths) == len(ours_run["videos"])
+                          else sum(ours_run["videos"][p]["seconds"] for p in reference_paths))
+                speedups.append(reference_run["seconds"] / ours_s)
             row["speedup"] = statistics.median(speedups)
             row["speedups"] = speedups
             row["max_rel_err"] = max(
-                rel_err(mode_runs[0]["features"][p], naive_runs[0]["features"][p]) for p in naive_paths
+                rel_err(mode_runs[0]["features"][p], reference_runs[0]["features"][p]) for p in reference_paths
             )
             row["same_windows"] = all(
-                mode_runs[0]["features"][p].shape == naive_runs[0]["features"][p].shape for p in naive_paths
+                mode_runs[0]["features"][p].shape == reference_runs[0]["features"][p].shape for p in reference_paths
             )
         rows[name] = row
     return rows
@@ -217,11 +214,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command: str,
                     loads: tuple[str, str], args: argparse.Namespace) -> str:
     lines = [
-        f"Machine: {info['cpu']}, {info['cores']} cores, AMX {info['amx']}, {info['memory']} RAM"
+        f"Machine: {info['cpu']}; native bf16 {info['native_bf16']}; {info['memory']} RAM"
         + (f", GPU {info['gpu']}" if "gpu" in info else "") + f"; torch {info['torch']}.",
         f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}.",
         f"Command: `{command}`",
-        f"Device {args.device}; batch_size {args.batch_size}; decode_workers "
+        f"Device {args.device}; batch_size {args.batch_size or 'default'}; decode_workers "
         f"{args.decode_workers or default_decode_workers()}; {plural(args.rounds, 'round')}, modes in alternating order; "
         "medians over rounds; random weights (seed 0).",
         "",
@@ -231,12 +228,12 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
         lines += [
             f"### {result['model_name']}",
             "",
-            "| mode | frames/s | videos/s | x naive (per round) | frames per CPU-s | peak RSS GB | peak GPU GB "
-            "| max rel err vs naive | same windows |",
+            "| mode | frames/s | videos/s | x reference (per round) | frames per CPU-s | peak RSS GB | peak GPU GB "
+            "| max rel err vs reference | same windows |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name, row in rows.items():
-            speed = "1.00" if name.startswith("naive") else (
+            speed = "1.00" if name.startswith("reference") else (
                 f"{row['speedup']:.2f} ({', '.join(f'{s:.2f}' for s in row['speedups'])})" if "speedup" in row else "-"
             )
             err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "-"
@@ -245,19 +242,22 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
                 f"| {_fmt(row['frames_per_cpu_s'])} | {_fmt(row['peak_rss_gb'], 2)} | {_fmt(row['peak_gpu_gb'], 2)} "
                 f"| {err} | {row.get('same_windows', '-')} |"
             )
-        if result["naive_skipped_gb"]:
-            skipped = ", ".join(f"{Path(p).name} (~{gb:.0f} GB)" for p, gb in result["naive_skipped_gb"].items())
-            lines.append(f"\nNaive mode skipped (over --naive-max-gb {args.naive_max_gb}): {skipped}; "
+        if result["reference_skipped_gb"]:
+            skipped = ", ".join(f"{Path(p).name} (~{gb:.0f} GB)" for p, gb in result["reference_skipped_gb"].items())
+            lines.append(f"\nThe reference flow skipped (over --reference-max-gb {args.reference_max_gb}): {skipped}; "
                          "its ratios use the videos it ran.")
         decode = result["decode_ceiling"]
-        models = result["model_ceiling"]
+        models = {name: row["frames_per_s"] for name, row in result["model_ceiling"].items()}
+        models_batch = {name: row["batch"] for name, row in result["model_ceiling"].items()}
         lines += ["", "| ceiling | frames/s |", "|---|---|"]
         lines += [f"| decode (default decoder), {plural(n, 'stream')} | {fps:.1f} |" for n, fps in decode.items()]
-        lines += [f"| model only, {name}, batch {args.batch_size} | {fps:.1f} |" for name, fps in models.items()]
+        lines += [f"| model only, {name}, batch {models_batch[name]} | {fps:.1f} |" for name, fps in models.items()]
         for name, fps in models.items():
             bound = min(max(decode.values()), fps)
             lines.append(f"| end to end / min(decode, model), {name} | {rows[name]['frames_per_s'] / bound:.0%} |")
         stages = result["stages"]
+        runs = result["runs"]
+        ours_names = [n for n in runs if n.startswith("ours")]
         lines += [
             "",
             "Stage costs, each stage alone (ms per frame): "
@@ -266,39 +266,42 @@ def markdown_report(results: list[dict[str, Any]], info: dict[str, str], command
             f"blend + normalise {1e3 * stages['blend_s_per_frame']:.3f}, "
             + ", ".join(f"model ({name}) {1e3 / fps:.2f}" for name, fps in models.items()) + ".",
             "",
-            "| video | frames | " + " | ".join(f"{name} s" for name in rows) + " | naive peak RSS GB |",
-            "|---|---|" + "---|" * len(rows) + "---|",
+            "| video | frames | " + " | ".join(f"{name} s" for name in rows)
+            + "".join(f" | {name} x reference" for name in ours_names) + " | reference peak RSS GB |",
+            "|---|---|" + "---|" * (len(rows) + len(ours_names)) + "---|",
         ]
-        runs = result["runs"]
-        first_ours = next(n for n in runs if n.startswith("ours"))
-        for path, video in runs[first_ours][0]["videos"].items():
-            cells = []
+        for path, video in runs[ours_names[0]][0]["videos"].items():
+            medians = {}
             for name in rows:
                 per_round = [r["videos"][path]["seconds"] for r in runs[name] if path in r["videos"]]
-                cells.append(_fmt(statistics.median(per_round), 2) if per_round else "skipped")
-            naive_rss = [r["videos"][path]["peak_rss"] for r in runs.get("naive fp32", []) if path in r["videos"]]
+                medians[name] = statistics.median(per_round) if per_round else None
+            cells = [_fmt(medians[name], 2) if medians[name] is not None else "skipped" for name in rows]
+            reference_s = medians.get("reference fp32")
+            cells += [f"{reference_s / medians[name]:.2f}" if reference_s and medians[name] else "-" for name in ours_names]
+            reference_rss = [r["videos"][path]["peak_rss"] for r in runs.get("reference fp32", []) if path in r["videos"]]
             lines.append(f"| {Path(path).name} | {video['frames']} | " + " | ".join(cells)
-                         + f" | {_fmt(max(naive_rss) / GB, 2) if naive_rss else '-'} |")
+                         + f" | {_fmt(max(reference_rss) / GB, 2) if reference_rss else '-'} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "tiny"))
+    parser.add_argument("--preset", default="cpu-quick", choices=("full", "cpu-quick", "short-set", "tiny"))
     parser.add_argument("--videos", default=None, help="folder of the benchmark set (default bench_out/videos/<preset>)")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--model-name", default="r2plus1d_18_16_kinetics", help="comma-separated flavours")
     parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, fp16")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--paths", nargs="+", default=None, help="these video files instead of a preset")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: the product's)")
     parser.add_argument("--decode-workers", type=int, default=None)
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every worker")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model-seconds", type=float, default=10.0, help="how long to time the model ceiling")
-    parser.add_argument("--naive-max-gb", type=float, default=psutil.virtual_memory().available / GB / 2,
-                        help="skip the naive mode on videos that would need more host memory")
-    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--reference-max-gb", type=float, default=psutil.virtual_memory().available / GB / 2,
+                        help="skip the reference flow on videos that would need more host memory")
+    parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--out", default="bench_out/results")
     args = parser.parse_args(argv)
     args.model_name = args.model_name.split(",")
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     command = "python -m benchmarks.run_benchmark " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    paths = [str(p) for p in make_dataset(args.preset, Path(args.videos or f"bench_out/videos/{args.preset}"))]
+    paths = args.paths or [str(p) for p in make_dataset(args.preset, Path(args.videos or f"bench_out/videos/{args.preset}"))]
     info = machine_description(args.device)
     load_before = load_text()
     with tempfile.TemporaryDirectory() as weights_dir:

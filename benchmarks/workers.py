@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.naive_reference import naive_features
+from benchmarks.reference_flow import reference_features
 from r21d_features.models.r21d.builders import build_network
 from r21d_features.models.r21d.extractor import R21DExtractor
 from r21d_features.models.r21d.preprocess import blend_taps, crop_taps, gather_planes
@@ -34,7 +34,7 @@ WEIGHTS_SEED = 0
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What a worker runs: ``mode`` is ``ours`` or ``naive``; ``checkpoint_path`` holds the
+    """What a worker runs: ``mode`` is ``ours`` or ``reference``; ``checkpoint_path`` holds the
     weights both modes load (see :func:`save_random_checkpoint`); the rest are extractor settings."""
 
     mode: str
@@ -42,7 +42,7 @@ class WorkerConfig:
     device: str
     checkpoint_path: str
     precision: str = "fp32"
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the product's default for the device
     decode_workers: int | None = None
     channels_last: bool | None = None
     num_threads: int | None = None
@@ -152,19 +152,19 @@ class Worker:
             self.device = self.extractor.device
             if config.stand_in:
                 self.extractor.network = StandInNetwork()
-        elif config.mode == "naive":
+        elif config.mode == "reference":
             self.device = torch.device(config.device if torch.cuda.is_available() else "cpu")
             network = build_network(record)
             network.load_state_dict(torch.load(config.checkpoint_path, map_location="cpu", weights_only=True))
             network.fc = torch.nn.Identity()
             self.network = network.eval().to(self.device)
         else:
-            raise ValueError(f"mode={config.mode!r} is unknown; allowed: ours, naive")
+            raise ValueError(f"mode={config.mode!r} is unknown; allowed: ours, reference")
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         kind = request["kind"]
         if kind == "run":
-            return self.run_ours(request["paths"]) if self.config.mode == "ours" else self.run_naive(request["paths"])
+            return self.run_ours(request["paths"]) if self.config.mode == "ours" else self.run_reference(request["paths"])
         if kind == "model_ceiling":
             return self.model_ceiling(request["seconds"])
         if kind == "decode_ceiling":
@@ -194,15 +194,15 @@ class Worker:
             "features": features,
         }
 
-    def run_naive(self, paths: list[str]) -> dict[str, Any]:
-        """The naive reference mode, video after video; peak RSS per video."""
+    def run_reference(self, paths: list[str]) -> dict[str, Any]:
+        """The reference flow, video after video; peak RSS per video."""
         videos, features = {}, {}
         cpu0, t0 = _cpu_s(), time.perf_counter()
         _reset_gpu_peak(self.device)
         for path in paths:
             _reset_peak_rss()
             v0 = time.perf_counter()
-            feats = naive_features(self.network, path, self.stack_size, self.step_size)
+            feats = reference_features(self.network, path, self.stack_size, self.step_size)
             _sync(self.device)
             videos[path] = {"seconds": time.perf_counter() - v0, "windows": len(feats), "peak_rss": _peak_rss_bytes()}
             features[path] = feats
@@ -215,7 +215,7 @@ class Worker:
     # -------------------------------------------------------------- ceilings and stages
     def model_ceiling(self, seconds: float) -> dict[str, Any]:
         """Model-only frames/s: random clips already on the device, our batch size and precision."""
-        batch = self.config.batch_size
+        batch = self.extractor.batch_size
         clips = torch.randn(batch, 3, self.stack_size, 112, 112, device=self.device)
         self.extractor.forward_clips(clips)  # warm-up (cuDNN autotune, oneDNN primitive cache)
         _sync(self.device)

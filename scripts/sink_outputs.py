@@ -1,6 +1,7 @@
 """Every sink's output on the samples, as a manifest that two versions of the product can be compared by.
 
     python scripts/sink_outputs.py write OUT_DIR        # runs `python main.py ...` once per case below
+    python scripts/sink_outputs.py write OUT_DIR --set batch_size=16   # the same, one key changed in every case
     python scripts/sink_outputs.py compare OLD_DIR NEW_DIR
 
 Each case is one command line as a user types it (random seeded weights on the CPU, so it runs
@@ -131,11 +132,18 @@ def _run(case_dir: Path, args: list[str]) -> dict:
     return {"args": args, "exit": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 
-def write(out: Path) -> None:
+def with_settings(args: list[str], settings: list[str]) -> list[str]:
+    """``args`` plus each ``KEY=VALUE`` of ``settings`` whose key the case does not set itself."""
+    own = {arg.split("=", 1)[0] for arg in args}
+    return [*args, *(s for s in settings if s.split("=", 1)[0] not in own)]
+
+
+def write(out: Path, settings: list[str] = ()) -> None:
     if out.exists():
         shutil.rmtree(out)
     manifest = {}
-    for name, args in CASES.items():
+    for name, case_args in CASES.items():
+        args = with_settings(case_args, list(settings))
         case_dir = out / name
         _prepare_inputs(case_dir)
         runs = [_run(case_dir, args)]
@@ -183,13 +191,16 @@ def compare(old: Path, new: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("write").add_argument("out", type=Path)
+    writer = sub.add_parser("write")
+    writer.add_argument("out", type=Path)
+    writer.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="add this setting to every case that does not set the key itself")
     cmp = sub.add_parser("compare")
     cmp.add_argument("old", type=Path)
     cmp.add_argument("new", type=Path)
     args = parser.parse_args()
     if args.command == "write":
-        write(args.out)
+        write(args.out, args.settings)
         return 0
     return compare(args.old, args.new)
 

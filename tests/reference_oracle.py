@@ -7,7 +7,7 @@ preprocessing, windows and flavour defaults are this module's own. The whole cli
 memory and every window is its own float32 forward pass through an unfolded (BatchNorm kept),
 NCDHW network, so that a bug in the product's fast path or builders is never in both.
 
-Speed does not matter here; ``benchmarks/naive_reference.py`` (the benchmark's speed baseline)
+Speed does not matter here; ``benchmarks/reference_flow.py`` (the benchmark's speed baseline)
 is a different module on purpose.
 """
 

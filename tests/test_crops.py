@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from benchmarks.naive_reference import CROP_HW, MEAN, STD, RESIZE_HW, decode_all_rgb
+from benchmarks.reference_flow import CROP_HW, MEAN, STD, RESIZE_HW, decode_all_rgb
 from r21d_features.models.r21d import R21DExtractor, R21DSettings
 from r21d_features.models.r21d.host_blend import HostBlender
 from r21d_features.models.r21d.crops import crop_boxes, crop_region, cut_crops
@@ -20,7 +20,7 @@ R18 = "r2plus1d_18_16_kinetics"
 SPEC = get_record(R18).preprocessing
 
 
-def naive_multicrop_features(network: torch.nn.Module, path: str, stack: int, step: int, crops: str) -> np.ndarray:
+def reference_multicrop_features(network: torch.nn.Module, path: str, stack: int, step: int, crops: str) -> np.ndarray:
     """(num_windows, num_crops, 512): whole video resized in float32, torchvision's crops of it,
     one window (its crops as a batch) per forward pass."""
     video = torch.from_numpy(decode_all_rgb(path)).permute(3, 0, 1, 2).float() / 255  # C T H W
@@ -73,7 +73,7 @@ def test_multicrop_matches_the_torchvision_oracle_and_crop_4_is_the_centre_run(c
     num_crops = 10 if crops == "ten" else 5
     assert gathered == [(128, 171, 3)] * 8  # 8 frames, each once, the whole resized frame (all crops' region)
     assert clip_batches == ([10, 10] if crops == "ten" else [5, 5])  # batch_size counts clips: 1 window each
-    want = naive_multicrop_features(load_network(R18, checkpoints[R18])[0], str(video), 4, 4, crops)
+    want = reference_multicrop_features(load_network(R18, checkpoints[R18])[0], str(video), 4, 4, crops)
     assert result.features.dtype == np.float32 and result.features.shape == want.shape == (2, num_crops, 512)
     assert rel_err(result.features, want) <= 1e-4
 

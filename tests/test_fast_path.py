@@ -1,5 +1,5 @@
 """The fast CPU path (tap gathering, folded BatchNorm, batching, channels_last) against the
-naive reference mode of benchmarks/naive_reference.py, with an independent, unfolded network."""
+reference flow of benchmarks/reference_flow.py, with an independent, unfolded network."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.naive_reference import naive_features, preprocess_clip
+from benchmarks.reference_flow import preprocess_clip, reference_features
 from r21d_features.models.r21d import R21DExtractor
 from r21d_features.models.r21d.builders import build_network
 from r21d_features.models.r21d.preprocess import preprocess_frames
@@ -20,7 +20,7 @@ REL_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def naive_r18(checkpoints) -> torch.nn.Module:
+def reference_r18(checkpoints) -> torch.nn.Module:
     """The checkpoint's network as the reference runs it: BatchNorm kept, NCDHW, float32."""
     network = build_network(get_record(R18))
     network.load_state_dict(torch.load(checkpoints[R18], map_location="cpu", weights_only=True))
@@ -54,18 +54,18 @@ def test_preprocessing_matches_whole_frame_resize(height, width):
     ],
 )
 @pytest.mark.slow
-def test_fast_path_matches_naive_mode(checkpoints, naive_r18, make_video, stack, step, batch, channels_last, frames):
+def test_fast_path_matches_the_reference_flow(checkpoints, reference_r18, make_video, stack, step, batch, channels_last, frames):
     video = make_video("clip.mp4", num_frames=frames, height=144, width=256)
     extractor = r18_extractor(checkpoints, stack_size=stack, step_size=step, batch_size=batch,
                               channels_last=channels_last)
     got = extractor.extract(video)["r21d"]
-    want = naive_features(naive_r18, str(video), extractor.stack_size, extractor.step_size)
+    want = reference_features(reference_r18, str(video), extractor.stack_size, extractor.step_size)
     assert got.dtype == np.float32
     assert got.shape == want.shape and got.shape[0] >= 2
     assert rel_err(got, want) <= REL_TOL
 
 
-def test_many_videos_decoded_ahead_match_naive_mode(checkpoints, naive_r18, make_video):
+def test_many_videos_decoded_ahead_match_the_reference_flow(checkpoints, reference_r18, make_video):
     videos = [
         make_video("small.mp4", num_frames=9, height=48, width=64, seed=1),
         make_video("short.mp4", num_frames=3, height=120, width=160, seed=3),  # no full window
@@ -76,16 +76,16 @@ def test_many_videos_decoded_ahead_match_naive_mode(checkpoints, naive_r18, make
     assert sorted(results) == sorted(str(v) for v in videos)  # in completion order
     for video in videos:
         got = results[str(video)].features
-        want = naive_features(naive_r18, str(video), 4, 4)
+        want = reference_features(reference_r18, str(video), 4, 4)
         assert got.shape == want.shape
         if want.size:
             assert rel_err(got, want) <= REL_TOL
 
 
-def test_bf16_stays_close_to_naive_fp32(checkpoints, naive_r18, make_video):
+def test_bf16_stays_close_to_the_reference_flow_in_fp32(checkpoints, reference_r18, make_video):
     video = make_video("clip.mp4", num_frames=16, height=96, width=128)
     got = r18_extractor(checkpoints, stack_size=8, step_size=8, precision="bf16").extract(video)["r21d"]
-    want = naive_features(naive_r18, str(video), 8, 8)
+    want = reference_features(reference_r18, str(video), 8, 8)
     assert got.shape == want.shape == (2, 512)
     # bf16 keeps 8 bits of mantissa: about 1e-2 of the largest feature, never more than a few.
     assert 0 < rel_err(got, want) <= 5e-2

@@ -81,7 +81,8 @@ def test_oracle_windows_follow_the_spec_example():
 @pytest.mark.parametrize(
     "video,stack,step,batch,windows",
     [
-        ("clip33", None, None, 16, 2),  # r18 defaults: 16 / 16
+        ("clip33", None, None, None, 2),  # r18 defaults: 16 / 16, one window per forward pass on a CPU
+        ("clip33", None, None, 16, 2),  # a padded batch (the GPU's default)
         ("clip20", 2, None, 2, 2),  # default step 16 with small windows: (0, 2), (16, 18)
         ("clip14", 5, 3, 2, 4),  # overlapping windows, the last one ends on the last frame, the last batch short
         ("clip14", 3, 5, 4, 3),  # gaps between windows
@@ -148,15 +149,16 @@ def several(checkpoints, videos) -> dict[str, oracle.Reference]:
             for n in ("clip14", "clip20", "clip16")}
 
 
-@pytest.mark.parametrize("batch", [1, 16])  # 16: the default
-def test_several_videos_through_extract_many_match_the_oracle(checkpoints, several, batch):
-    # Three videos decoded at once: at the default batch size their 12 windows share one batch,
-    # at batch size 1 each window is a batch of its own.
+@pytest.mark.parametrize("batch,batches", [(None, 3), (1, 12), (16, 1)])
+def test_several_videos_through_extract_many_match_the_oracle(checkpoints, several, batch, batches):
+    # Three videos decoded at once, 12 windows of 4 frames: at the CPU's default (None: 4 windows,
+    # 16 frames a pass) three batches; at batch size 1 each window alone; at 16 (the GPU's
+    # default) all in one batch.
     ex = CountingBatches(model_name=R18, device="cpu", checkpoint_path=str(checkpoints[R18]), stack_size=4,
                          step_size=4, batch_size=batch, decode_workers=3)
     got = dict(ex.extract_many(list(several)))
     assert sorted(got) == sorted(several)
-    assert ex.batches == (12 if batch == 1 else 1)
+    assert ex.batches == batches
     for path, want in several.items():
         check(got[path], want)
 

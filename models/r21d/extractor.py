@@ -36,6 +36,7 @@ import torch
 
 from r21d_features.utils.pipeline.batcher import BufferPool
 from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.cpu import cpu_info
 from r21d_features.utils.core.errors import SettingsError, VideoError
 from r21d_features.utils.video.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
 from r21d_features.utils.outputs.metadata import window_metadata
@@ -49,6 +50,8 @@ from . import device_errors
 from .batching import run_batched
 from .builders import build_model
 from .cudnn import tuned_convolutions
+from .device_defaults import default_batch_clips, slow_bf16_warning
+from .threads import network_threads
 
 try:
     from .host_blend import HostBlender
@@ -209,13 +212,14 @@ class R21DExtractor:
                               else (self.num_crops, self.feature_dim))
         # What a saved file says about how it was made (HDF5 attributes).
         self.output_attrs = {"model": settings.model_name, "crops": settings.crops}
+        self.device = resolve_device(settings.device)
         # batch_size counts clips (windows x crops): the memory of a forward pass.
-        self.windows_per_batch = max(1, settings.batch_size // self.num_crops)
+        self.batch_size = settings.batch_size or default_batch_clips(self.device, self.num_crops, self.stack_size)
+        self.windows_per_batch = max(1, self.batch_size // self.num_crops)
         if settings.extraction_fps is not None:
             find_ffmpeg()  # fail before any work when re-encoding is impossible
         self.tmp_dir = Path(settings.tmp_path) / self.feature_type / settings.model_name
         self.decode_workers = settings.decode_workers or default_decode_workers()
-        self.device = resolve_device(settings.device)
         # On a CPU each decode thread finishes its own frames (host_blend.py); on a GPU the
         # decode threads only gather taps and the device does the arithmetic.
         self.blend_on_host = self.device.type == "cpu" and HostBlender is not None
@@ -226,6 +230,10 @@ class R21DExtractor:
         self._batch_lock = threading.Lock()
         if settings.precision == "fp16" and self.device.type == "cpu":
             log.warning("precision=fp16 on cpu is slow and barely supported; bf16 is the CPU choice")
+        if settings.precision == "bf16" and self.device.type == "cpu":
+            warning = slow_bf16_warning(cpu_info())
+            if warning:
+                log.warning(warning)
         # channels_last_3d feeds cuDNN's and oneDNN's fast NDHWC kernels. Measured on a 2-core
         # CPU at batch 8-16 (BENCHMARKS.md): about +25% for fp32 and 2x for bf16 on AMX.
         self.channels_last = True if channels_last is None else channels_last
@@ -264,7 +272,7 @@ class R21DExtractor:
     def forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Clips ``B x 3 x T x 112 x 112`` float32 (normalised) -> features ``B x 512`` float32
         and logits ``B x 400`` float32 (None unless ``show_pred``)."""
-        with tuned_convolutions(self.device):
+        with tuned_convolutions(self.device), network_threads(self.device, self.settings.num_threads):
             return self._forward_clips(clips_bcthw)
 
     def _forward_clips(self, clips_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

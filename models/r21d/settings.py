@@ -41,12 +41,16 @@ class R21DSettings:
     tmp_path: str = _key("./tmp", "folder for re-encoded videos")
     keep_tmp_files: bool = _key(False, "keep the re-encoded videos")
     show_pred: bool = _key(False, "print the top-5 Kinetics-400 classes of every window")
-    batch_size: int = _key(16, "clips per forward pass: windows x crops (memory, not results)")
+    batch_size: Optional[int] = _key(
+        None, "clips per forward pass: windows x crops (null: the device's fastest: the fewest "
+              "windows of 16 frames in all on a CPU, 16 clips on a GPU; speed and memory, not results)")
     crops: str = _key("center", "center (N, 512) | five | ten (N, crops, 512): torchvision's five_crop/ten_crop order")
     precision: str = _key("fp32", "fp32 (default, reference numbers) | bf16 | fp16")
     checkpoint_path: Optional[str] = _key(None, "local weights file in the upstream format (offline use)")
     random_weights: bool = _key(False, "random network, for tests and benchmarks only")
     decode_workers: Optional[int] = _key(None, "videos decoded ahead in parallel (null: automatic)")
+    num_threads: Optional[int] = _key(
+        None, "threads of the network on a CPU (null: every core this process may use)")
     apply_rotation: bool = _key(False, "rotate phone videos upright (the reference does not)")
     video_timeout_s: Optional[float] = _key(
         None, "give up on a video after this many seconds, with a reason (null: no limit)")
@@ -63,7 +67,7 @@ class R21DSettings:
                 f"device={self.device!r} cannot be used by this build; allowed: cpu, cuda, cuda:N (N = GPU index)")
         if self.model_name not in MODEL_ZOO:
             raise SettingsError(f"model_name={self.model_name!r} is unknown; allowed: {', '.join(MODEL_ZOO)}")
-        for key in ("stack_size", "step_size", "batch_size"):
+        for key in ("stack_size", "step_size", "batch_size", "num_threads"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise SettingsError(f"{key}={value} is invalid: it must be an integer >= 1 (or null for the default)")
