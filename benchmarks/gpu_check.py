@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = summarize(result)
                 decode_max = max(result["decode_ceiling"].values())
                 for mode, row in rows.items():
-                    model_fps = result["model_ceiling"].get(mode)
+                    model_fps = result["model_ceiling"].get(mode, {}).get("frames_per_s")
                     bound = None if model_fps is None else min(decode_max, model_fps)
                     report["throughput"].append({
                         "model_name": name, "mode": mode, "batch_size": batch, "frames_per_s": row["frames_per_s"],
