@@ -27,8 +27,6 @@ CPU_FRAMES_PER_PASS = 16
 # support"): AVX-512 converts bf16 in registers; with AVX2 only the convolutions fall back to
 # reference kernels.
 BF16_EMULATED_SLOWDOWN = {"avx512": "about 2x", "avx2": "about 85x"}
-# ONEDNN_MAX_CPU_ISA values under which oneDNN uses no AVX-512 at all.
-ISA_CAPS_WITHOUT_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 def default_batch_clips(device: torch.device, num_crops: int, stack_size: int) -> int:
@@ -45,13 +43,14 @@ def slow_bf16_warning(cpu: CpuInfo) -> str | None:
     """The one-line warning for ``precision=bf16`` on ``cpu``, or None where bf16 is native."""
     if cpu.native_bf16:
         return None
-    why = (f"ONEDNN_MAX_CPU_ISA={cpu.isa_cap} rules out its bf16 instructions" if cpu.isa_cap and any(
-        flag in cpu.flags for flag in NATIVE_BF16_FLAGS) else f"it has no {' or '.join(NATIVE_BF16_FLAGS)}")
+    if cpu.has_bf16_instructions:
+        why = f"ONEDNN_MAX_CPU_ISA={cpu.isa_cap} rules out its bf16 instructions"
+    else:
+        why = f"it has no {' or '.join(NATIVE_BF16_FLAGS)}"
     return (f"precision=bf16 on this CPU ({cpu.model}) is slow: {why}, so bf16 runs emulated, "
             f"{bf16_emulated_slowdown(cpu)} slower than fp32; use precision=fp32")
 
 
 def bf16_emulated_slowdown(cpu: CpuInfo) -> str:
     """The measured bf16 slowdown over fp32 that applies to ``cpu`` (one without native bf16)."""
-    avx512 = "avx512f" in cpu.flags and cpu.isa_cap not in ISA_CAPS_WITHOUT_AVX512
-    return BF16_EMULATED_SLOWDOWN["avx512" if avx512 else "avx2"]
+    return BF16_EMULATED_SLOWDOWN["avx512" if cpu.avx512_usable else "avx2"]

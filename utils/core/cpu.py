@@ -21,8 +21,10 @@ from dataclasses import dataclass
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Vector flags worth naming in a benchmark report.
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-# ONEDNN_MAX_CPU_ISA values (upper-cased) under which oneDNN issues no bf16 instruction.
-ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+# ONEDNN_MAX_CPU_ISA values (upper-cased) under which oneDNN uses no AVX-512 at all, and
+# those under which it issues no bf16 instruction.
+ISA_CAPS_WITHOUT_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+ISA_CAPS_WITHOUT_BF16 = (*ISA_CAPS_WITHOUT_AVX512, "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,19 @@ class CpuInfo:
     isa_cap: str | None = None
 
     @property
+    def has_bf16_instructions(self) -> bool:
+        """True when the CPU has bf16 instructions, whether or not oneDNN may use them."""
+        return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
+
+    @property
     def native_bf16(self) -> bool:
         """True when oneDNN runs bf16 convolutions with bf16 instructions on this CPU."""
-        if self.isa_cap in ISA_CAPS_WITHOUT_BF16:
-            return False
-        return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
+        return self.has_bf16_instructions and self.isa_cap not in ISA_CAPS_WITHOUT_BF16
+
+    @property
+    def avx512_usable(self) -> bool:
+        """True when the CPU has AVX-512 and oneDNN is not capped below it."""
+        return "avx512f" in self.flags and self.isa_cap not in ISA_CAPS_WITHOUT_AVX512
 
     def describe(self) -> str:
         """One line for reports, e.g. ``AMD EPYC, 2 cores, flags avx2 avx512f avx512_bf16``."""
