@@ -1,1 +1,1 @@
-"""Benchmark set, reference flow and the side-by-side speed benchmark (see BENCHMARKS.md)."""
+"""Benchmark set, reference flow and the side-by-side speed benchmark (see docs/benchmarks.md)."""

@@ -29,6 +29,50 @@ DEFAULT_VARIANTS = (
 )
 
 
+def measure_variants(variants: list[tuple[str, ...]], model_name: str = "r2plus1d_18_16_kinetics",
+                     device: str = "cpu", rounds: int = 2, clips: int = 16) -> dict[tuple[str, ...], tuple[float, float]]:
+    """``variant -> (frames/s, frames per CPU-second)``, medians over ``rounds`` taken in turns
+    (every other round in reverse order). A variant is ``(precision, batch, layout, batchnorm)``
+    as strings, e.g. ``("fp32", "1", "cl", "folded")``; each timing runs at least ``clips`` clips."""
+    torch_device = torch.device(device)
+    record = get_record(model_name)
+    torch.manual_seed(0)
+    base = build_network(record)
+    base.fc = torch.nn.Identity()
+    base.eval()
+    networks: dict[tuple[str, str], torch.nn.Module] = {}
+    results: dict[tuple[str, ...], list[tuple[float, float]]] = {v: [] for v in variants}
+    with torch.inference_mode():
+        for round_index in range(rounds):
+            for variant in variants if round_index % 2 == 0 else variants[::-1]:
+                precision, batch, layout, batchnorm = variant[0], int(variant[1]), variant[2], variant[3]
+                key = (layout, batchnorm)
+                if key not in networks:
+                    net = fold_batchnorm(copy.deepcopy(base)) if batchnorm == "folded" else copy.deepcopy(base)
+                    net = net.to(torch_device)
+                    networks[key] = net.to(memory_format=torch.channels_last_3d) if layout == "cl" else net
+                batch_clips = torch.randn(batch, 3, record.stack_size, 112, 112, device=torch_device)
+                if layout == "cl":
+                    batch_clips = batch_clips.contiguous(memory_format=torch.channels_last_3d)
+
+                def forward() -> None:
+                    with torch.autocast(torch_device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
+                        networks[key](batch_clips)
+                    if torch_device.type == "cuda":
+                        torch.cuda.synchronize(torch_device)
+
+                if round_index == 0:
+                    forward()  # warm-up: oneDNN / cuDNN pick their kernels
+                passes = max(1, clips // batch)
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                for _ in range(passes):
+                    forward()
+                frames = passes * batch * record.stack_size
+                results[variant].append((frames / (time.perf_counter() - wall0), frames / (time.process_time() - cpu0)))
+    return {variant: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+            for variant, values in results.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -37,48 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clips", type=int, default=16, help="clips per timing (at least one batch)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    record = get_record(args.model_name)
-    torch.manual_seed(0)
-    base = build_network(record)
-    base.fc = torch.nn.Identity()
-    base.eval()
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
-    networks: dict[tuple[str, str], torch.nn.Module] = {}
-    results: dict[tuple[str, ...], list[tuple[float, float]]] = {v: [] for v in variants}
-    with torch.inference_mode():
-        for round_index in range(args.rounds):
-            for variant in variants if round_index % 2 == 0 else variants[::-1]:
-                precision, batch, layout, batchnorm = variant[0], int(variant[1]), variant[2], variant[3]
-                key = (layout, batchnorm)
-                if key not in networks:
-                    net = fold_batchnorm(copy.deepcopy(base)) if batchnorm == "folded" else copy.deepcopy(base)
-                    net = net.to(device)
-                    networks[key] = net.to(memory_format=torch.channels_last_3d) if layout == "cl" else net
-                clips = torch.randn(batch, 3, record.stack_size, 112, 112, device=device)
-                if layout == "cl":
-                    clips = clips.contiguous(memory_format=torch.channels_last_3d)
-
-                def forward() -> None:
-                    with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
-                        networks[key](clips)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-
-                if round_index == 0:
-                    forward()  # warm-up: oneDNN / cuDNN pick their kernels
-                passes = max(1, args.clips // batch)
-                wall0, cpu0 = time.perf_counter(), time.process_time()
-                for _ in range(passes):
-                    forward()
-                frames = passes * batch * record.stack_size
-                results[variant].append((frames / (time.perf_counter() - wall0), frames / (time.process_time() - cpu0)))
+    results = measure_variants(variants, args.model_name, args.device, args.rounds, args.clips)
     print(f"{args.model_name} on {args.device}, {plural(args.rounds, 'round')}\n")
     print("| precision | batch | layout | BatchNorm | frames/s (median) | frames per CPU-s (median) |")
     print("|---|---|---|---|---|---|")
-    for variant, values in results.items():
-        wall = statistics.median(v[0] for v in values)
-        cpu = statistics.median(v[1] for v in values)
+    for variant, (wall, cpu) in results.items():
         print(f"| {' | '.join(variant)} | {wall:.1f} | {cpu:.1f} |")
     return 0
 

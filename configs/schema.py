@@ -29,6 +29,8 @@ from r21d_features.utils.core.settings import help_of, setting, setting_fields
 
 @dataclasses.dataclass(frozen=True)
 class _FeatureType:
+    """Which extractor the command line builds."""
+
     feature_type: str = setting("r21d", "r21d (the only type today)")
 
 
@@ -57,15 +59,44 @@ Usage: python main.py feature_type=r21d video_paths="[a.mp4, b.mp4]" [key=value 
 """
 
 
+def _default_text(f: dataclasses.Field) -> str:
+    """A key's default as a user writes it on the command line: ``null``, ``true``, ``16``."""
+    return "null" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+
+
 def help_footer(feature_type: str = "r21d") -> str:
     """``Keys`` section of ``--help``: every key with its default and help text."""
     lines = ['Keys (key=value; null means "unset"):']
     width = max(len(f.name) for f, _ in setting_fields(PARTS[feature_type]))
     for f, _ in setting_fields(PARTS[feature_type]):
-        default = "null" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else f.default
-        lines.append(f"  {f.name:<{width}}  {help_of(f)} [default: {default}]")
+        lines.append(f"  {f.name:<{width}}  {help_of(f)} [default: {_default_text(f)}]")
     lines += ["", "Print the resolved config: python main.py feature_type=r21d --cfg job"]
     return "\n".join(lines) + "\n"
+
+
+_PART_TITLES = {"_FeatureType": "Feature type", "R21DSettings": "Extractor", "RunSettings": "Run",
+                "RaySettings": "Ray runner"}
+
+
+def keys_markdown(feature_type: str = "r21d") -> str:
+    """The keys reference page (Markdown): one table per settings part, each key with its type,
+    default and help text, in ``--help`` order. The docs build writes it from this function,
+    so the page lists exactly the keys the command line takes."""
+    lines = [f"# Keys of `feature_type={feature_type}`", "",
+             "Every key of the command line (`python main.py key=value ...`), generated from the settings",
+             "dataclasses that define them, as `python main.py --help` is. `null` means unset. How values",
+             "are checked and what each exit status means: [Checks and exit status](command-line.md).", ""]
+    for part in PARTS[feature_type]:
+        doc = (part.__doc__ or "").strip().split("\n\n")[0]
+        title = _PART_TITLES.get(part.__name__, part.__name__)
+        owner = "" if part is _FeatureType else f"`{part.__module__.removeprefix('r21d_features.')}.{part.__name__}`: "
+        lines += [f"## {title}", "", owner + " ".join(doc.split()), "",
+                  "| key | type | default | meaning |", "|---|---|---|---|"]
+        for f, hint in setting_fields([part]):
+            meaning = help_of(f).replace("|", "\\|")
+            lines.append(f"| `{f.name}` | {_type_words(hint)} | `{_default_text(f)}` | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def register_configs() -> None:
@@ -189,5 +220,5 @@ def override_error(argv: list[str]) -> str | None:
     return compose_values(argv)[1]
 
 
-__all__ = ["ALL_KEYS", "R21DConfig", "compose_values", "help_footer", "override_error", "register_configs", "schema_class",
+__all__ = ["ALL_KEYS", "R21DConfig", "compose_values", "help_footer", "keys_markdown", "override_error", "register_configs", "schema_class",
            "unknown_key_error"]

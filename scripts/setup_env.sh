@@ -3,7 +3,7 @@
 #
 # Usage: bash scripts/setup_env.sh [--extras LIST] [VENV_DIR]
 #   VENV_DIR        default: $R21D_VENV or ./.venv
-#   --extras LIST   comma-separated extras of pyproject.toml to add (plots, test, ray, bench);
+#   --extras LIST   comma-separated extras of pyproject.toml to add (plots, test, ray, bench, docs);
 #                   default: $R21D_EXTRAS, else none (what extracting features needs)
 # Prints the environment's folder on stdout; what it does goes to stderr.
 #

@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-# The documented preprocessing constants (README "Preprocessing and numerics"), not the product's zoo.
+# The documented preprocessing constants (docs/reference/preprocessing.md), not the product's zoo.
 MEAN_RGB = (0.43216, 0.394666, 0.37645)
 STD_RGB = (0.22803, 0.22145, 0.216989)
 RESIZE_HW = (128, 171)

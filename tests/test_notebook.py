@@ -74,7 +74,8 @@ def test_one_marked_setting_and_no_placeholder_links():
     statements = [line for line in first_code.splitlines() if line.strip() and not line.startswith("#")]
     assert statements[0] == 'REPO_URL = ""'  # the first thing to see; "": this checkout
     assert "THE ONE SETTING" in first_code.split("REPO_URL")[0]
-    for text in (NOTEBOOK.read_text(encoding="utf-8"), (ROOT / "README.md").read_text(encoding="utf-8")):
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for text in (NOTEBOOK.read_text(encoding="utf-8"), *(page.read_text(encoding="utf-8") for page in pages)):
         assert "ORG/REPO" not in text  # a link that leads nowhere
         assert "](https://colab.research.google.com" not in text  # no badge or link to a placeholder
 

@@ -221,7 +221,7 @@ def test_ten_bit_420_matches_the_oracle_within_decoder_rounding(checkpoints, tmp
 
 # ---------------------------------------------------------------- precisions
 
-# README "Precision": bf16 3.2e-3 on the samples, up to 5.7e-3 on the benchmark set; fp16 5e-4.
+# docs/guides/speed.md, "Precision": bf16 3.2e-3 on the samples, up to 5.7e-3 on the benchmark set; fp16 5e-4.
 # Random weights on these clips measured bf16 5.3e-3 and fp16 4.1e-4. The lower bounds prove
 # the precision is really used (fp32 is 3e-7 from the oracle).
 PRECISION_BOUNDS = {"bf16": (1e-4, 1e-2), "fp16": (5e-5, 2e-3)}

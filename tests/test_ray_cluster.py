@@ -1,4 +1,4 @@
-"""runner=ray joining a real cluster that `ray start --head` runs on this machine, with token authentication.
+"""runner=ray joining a real cluster that `ray start --head` runs on the local host, with token authentication.
 
 Marked ``ray`` (CI: ``pytest -m ray``). The cluster runs in its own HOME (its token in
 ``HOME/.ray/auth_token``) and its own process group, stopped by signal: never ``ray stop``,

@@ -1,4 +1,4 @@
-"""Multi-crop views of the resized frame: ``crops=center | five | ten`` (README "Crops").
+"""Multi-crop views of the resized frame: ``crops=center | five | ten`` (docs/guides/crops.md).
 
 The crops are those of torchvision's ``five_crop`` / ``ten_crop`` of the 128 x 171
 resized frame, 112 x 112 each, in their order::

@@ -23,8 +23,8 @@ GPU_BATCH_CLIPS = 16
 # Frames (windows x crops x stack_size) a CPU forward pass should hold at least.
 CPU_FRAMES_PER_PASS = 16
 # bf16 / fp32 time per window where oneDNN has no bf16 instructions, by the widest vectors it
-# may use, measured with benchmarks/model_ablation.py (BENCHMARKS.md, "bf16 without native
-# support"): AVX-512 converts bf16 in registers; with AVX2 only the convolutions fall back to
+# may use, measured with benchmarks/model_ablation.py (docs/benchmarks.md, "bf16 on the
+# CPU"): AVX-512 converts bf16 in registers; with AVX2 only the convolutions fall back to
 # reference kernels.
 BF16_EMULATED_SLOWDOWN = {"avx512": "about 2x", "avx2": "about 85x"}
 

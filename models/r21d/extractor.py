@@ -1,6 +1,6 @@
 """The R(2+1)D feature extractor: video file -> ``(num_windows, 512)`` features.
 
-Pipeline for each video (the steps are explained in README.md, "How it works")::
+Pipeline for each video (the steps are explained in docs/architecture.md, "The pipeline, thread by thread")::
 
     [decode thread]  (optional ffmpeg fps re-encode) -> decoded frames (utils.video.decoders:
                         PyAV by default; 8-bit 4:2:0 / 4:2:2 frames as Y, U, V planes,
@@ -164,7 +164,7 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device={device!r} does not exist: this machine has {plural(torch.cuda.device_count(), 'CUDA device')}"
+                f"device={device!r} does not exist: torch sees {plural(torch.cuda.device_count(), 'CUDA device')}"
             )
     return dev
 
@@ -202,7 +202,7 @@ class R21DExtractor:
         self.model_name = settings.model_name
         self.feature_dim = self.record.feature_dim
         self.stack_size, self.step_size = settings.window
-        # Multi-crop: the crops (README "Crops") are a batch dimension; only their bounding
+        # Multi-crop: the crops (docs/guides/crops.md) are a batch dimension; only their bounding
         # box of the resized frame is computed, and every frame is decoded once.
         self.crop_boxes = crop_boxes(settings.crops, self.record.preprocessing)
         self.crop_region = crop_region(self.crop_boxes, self.record.preprocessing)
@@ -235,7 +235,7 @@ class R21DExtractor:
             if warning:
                 log.warning(warning)
         # channels_last_3d feeds cuDNN's and oneDNN's fast NDHWC kernels. Measured on a 2-core
-        # CPU at batch 8-16 (BENCHMARKS.md): about +25% for fp32 and 2x for bf16 on AMX.
+        # CPU at batch 8-16 (docs/benchmarks.md): about +25% for fp32 and 2x for bf16 on AMX.
         self.channels_last = True if channels_last is None else channels_last
         model = build_model(self.record, settings.checkpoint_path, settings.random_weights,
                             self.device, self.channels_last)

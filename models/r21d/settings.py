@@ -57,7 +57,7 @@ class R21DSettings:
     max_frame_pixels: Optional[int] = _key(
         DEFAULT_MAX_FRAME_PIXELS, "refuse frames over width x height pixels (default 8192x8192; null: no limit)")
 
-    decoder: str = _key("pyav", " | ".join(DECODERS) + " (pyav: as the reference, AV1 and cuts included; see README)")
+    decoder: str = _key("pyav", " | ".join(DECODERS) + " (pyav: as the reference, AV1 and cuts included; see docs/reference/preprocessing.md)")
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:

@@ -22,7 +22,7 @@ def kinetics400_labels() -> list[str]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Per-frame preprocessing constants (values in [0, 1] after /255; README "How it works")."""
+    """Per-frame preprocessing constants (values in [0, 1] after /255; docs/reference/preprocessing.md)."""
 
     resize_hw: tuple[int, int] = (128, 171)
     crop_hw: tuple[int, int] = (112, 112)

@@ -1,5 +1,5 @@
 """Shared by the trust tests: the CLI as a user types it, with a tiny random model, and what a
-clean finish leaves behind (see README, "Reliability")."""
+clean finish leaves behind (see docs/guides/reliability.md)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def _torch_flags() -> set[str]:
 
 
 def read_cpu_info() -> CpuInfo:
-    """This machine's :class:`CpuInfo` (read fresh each call; :func:`cpu_info` caches it)."""
+    """The running CPU's :class:`CpuInfo` (read fresh each call; :func:`cpu_info` caches it)."""
     found = _proc_cpuinfo()
     model, flags = found if found is not None else (platform.processor() or "unknown CPU", _torch_flags())
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
@@ -96,5 +96,5 @@ def read_cpu_info() -> CpuInfo:
 
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
-    """This machine's :class:`CpuInfo`, read once per process."""
+    """The running CPU's :class:`CpuInfo`, read once per process."""
     return read_cpu_info()

@@ -1,4 +1,4 @@
-"""``on_extraction=save_hdf5``: every video's features as one dataset of an HDF5 file (README "HDF5").
+"""``on_extraction=save_hdf5``: every video's features as one dataset of an HDF5 file (docs/guides/outputs.md, "HDF5").
 
 One writer per file: each process (worker, shard, Ray actor) appends to its own *part*,
 ``<folder>/features.part-<host>-<pid>-<n>.h5``, created on its first video and never

@@ -6,7 +6,7 @@ settings that change the numbers: model, weights identity, window, fps, precisio
 ...) plus, for people, when/where it was made. The features file's name and bytes
 are untouched.
 
-Rules (README, "Reliability"):
+Rules (docs/guides/reliability.md, "Provenance"):
 
 - a video counts as done only when its output is valid *and* its record's entries
   equal the current ones;

@@ -15,7 +15,7 @@ from typing import Callable
 
 def default_decode_workers(cpus: int | None = None) -> int:
     """Decode threads when the user leaves ``decode_workers`` unset: half of ``cpus``
-    (default: this machine's), 1 to 8; the other half runs the model's CPU work."""
+    (default: the host's), 1 to 8; the other half runs the model's CPU work."""
     return max(1, min(8, (cpus or os.cpu_count() or 2) // 2))
 
 

@@ -178,7 +178,7 @@ class ExtractionWorker:
         self._outbox: queue.Queue = queue.Queue()
         self._fatal: BaseException | None = None
         self._stopping = False
-        self._t_last = time.perf_counter()  # when the previous video of this session finished
+        self._t_last = time.perf_counter()  # when the previous video of the current session finished
         self.host = socket.gethostname()
         try:
             self.extractor = extractor_cls(extractor_settings)
