@@ -34,14 +34,18 @@ PRECISIONS = ("fp32", "bf16")
 # The figures, in docs/img/ (the benchmarks page shows each).
 FIGURE_NAMES = ("throughput_vs_batch.svg", "time_vs_length.svg", "memory_vs_length.svg")
 
-# One extraction in this process: wall seconds and peak RSS (Linux reports ru_maxrss in KiB).
+# One extraction in this process: wall seconds and peak RSS. The peak is the process's VmHWM
+# (KiB), not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across
+# fork + exec, so a child of a large parent would report the parent's peak.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from r21d_features.main import run_command
 t0 = time.perf_counter()
 rc = run_command(sys.argv[1:])
-print(json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+wall_s = time.perf_counter() - t0
+with open("/proc/self/status") as status:
+    hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"rc": rc, "wall_s": wall_s, "peak_rss_mib": hwm_kib / 1024}))
 """
 
 
