@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,7 @@ def measure_lengths(lengths_s: list[int], resolution: str, videos_dir: Path, wor
     for spec, path in zip(specs, paths):
         for precision in PRECISIONS:
             out = work_dir / f"{spec.name}_{precision}"
+            shutil.rmtree(out, ignore_errors=True)  # a finished output would be skipped, not timed
             argv = ["feature_type=r21d", "device=cpu", "random_weights=true", "progress=false",
                     f"precision={precision}", f"video_paths=[{path}]", "on_extraction=save_numpy",
                     f"output_path={out}", f"tmp_path={work_dir / 'tmp'}"]
@@ -77,6 +79,10 @@ def measure_lengths(lengths_s: list[int], resolution: str, videos_dir: Path, wor
             child = json.loads(proc.stdout.strip().splitlines()[-1])
             if child["rc"] != 0:
                 raise RuntimeError(f"{path.name} {precision}: exit status {child['rc']}: {proc.stderr.strip()[-500:]}")
+            reports = list(out.rglob("run_report.jsonl"))
+            statuses = [json.loads(line)["status"] for line in reports[0].read_text().splitlines()] if reports else []
+            if statuses != ["done"]:
+                raise RuntimeError(f"{path.name} {precision}: expected one extraction, the run report says {statuses}")
             rows.append({"video": path.name, "length_s": spec.duration_s, "frames": spec.num_frames,
                          "precision": precision, "wall_s": child["wall_s"], "peak_rss_mib": child["peak_rss_mib"]})
             print(f"  {path.name} {precision}: {child['wall_s']:.1f} s, {child['peak_rss_mib']:.0f} MiB", flush=True)
