@@ -151,7 +151,7 @@ def test_samples_install_no_extras_tests_add_test_and_ray_when_selected(fake, tm
     assert calls == [f"{ROOT}/main.py --help"]
 
 
-def test_ci_installs_the_test_and_ray_extras_once(fake, tmp_path):
+def test_ci_installs_its_extras_once_and_builds_the_docs(fake, tmp_path):
     venv, _ = fake
     ci_bin = tmp_path / "ci-bin"
     ci_bin.mkdir()
@@ -165,8 +165,9 @@ def test_ci_installs_the_test_and_ray_extras_once(fake, tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = [c for c in (tmp_path / "python_calls.log").read_text().splitlines() if c.startswith("-m ")
              or not c.startswith("-")]
-    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest", "-m pytest -m slow", "-m pytest -m ray",
-                     "benchmarks/gpu_check.py --quick --device cpu --out bench_out/gpu_check_ci"]
+    assert calls == [f"-m pip install -q -e {ROOT}[docs,ray,test]", "-m pytest", "-m pytest -m slow", "-m pytest -m ray",
+                     "benchmarks/gpu_check.py --quick --device cpu --out bench_out/gpu_check_ci",
+                     "-m mkdocs build --strict --quiet --site-dir bench_out/site"]
 
 
 # ---------------------------------------------------------------- the real thing (minutes)
