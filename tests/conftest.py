@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -17,6 +19,54 @@ from tests.reference_oracle import FLAVOURS, make_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO_ROOT / "sample").glob("*.mp4"))
+
+
+S3_SECRET = "s3cr3t-Never-Print-This-9f2c"
+S3_KEY_ID = "AKIDTESTONLY"
+S3_BUCKET = "videos"
+
+
+@dataclass
+class S3Server:
+    client: Any  # boto3's S3 client of the server
+    endpoint_url: str
+
+    def upload(self, key: str, path_or_bytes: Path | bytes) -> str:
+        """Put a file (or bytes) under ``key`` of the bucket ``videos``; its ``s3://`` URL."""
+        body = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+        self.client.put_object(Bucket=S3_BUCKET, Key=key, Body=body)
+        return f"s3://{S3_BUCKET}/{key}"
+
+    def options(self) -> dict[str, Any]:
+        """storage_options reaching this server from a process without its environment (Ray workers)."""
+        return {"endpoint_url": self.endpoint_url, "key": S3_KEY_ID, "secret": S3_SECRET}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator["S3Server"]:
+    """A fresh S3 API server (moto's standalone server on 127.0.0.1) with the bucket ``videos``;
+    the environment points the product at it the standard way (AWS_ENDPOINT_URL, key pair)."""
+    import boto3  # noqa: PLC0415 (only the object-store tests need them)
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+    from r21d_features.utils.core.object_store import set_storage_options  # noqa: PLC0415
+
+    # The test server's own request log (werkzeug) shows signed URLs; it is not the product's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        mp.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=S3_BUCKET)
+        set_storage_options(None)
+        yield S3Server(client, f"http://{host}:{port}")
+        set_storage_options(None)
+    server.stop()
 
 
 @pytest.fixture

@@ -37,6 +37,9 @@ class InMemory:
     def local_path(self) -> str | None:
         return None
 
+    def ffmpeg_url(self) -> str | None:
+        return None
+
 
 def frames_of(reader) -> list[np.ndarray]:
     return [np.concatenate([a.ravel() for a in planes.arrays]) for _, planes in reader.frames()]

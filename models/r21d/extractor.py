@@ -309,14 +309,18 @@ class R21DExtractor:
         buffer: torch.Tensor | None = None
         if self.settings.extraction_fps is not None:
             local = source.local_path()
+            url = None
             if local is None:
-                raise VideoDecodeError(f"extraction_fps re-encodes local files only and {video_path!r} is not one; "
-                                       "set extraction_fps=null")
+                source.check()  # a missing object is named as such, not as ffmpeg's HTTP error
+                url = source.ffmpeg_url()
+            if local is None and url is None:
+                raise VideoDecodeError(f"extraction_fps re-encodes files ffmpeg can open and {video_path!r} is not "
+                                       "one; set extraction_fps=null")
             # A name of its own: same-named videos of different folders (video_root) may be
             # re-encoded at the same time; the reference's name is given when it is kept.
-            tmp_file = reencode_fps(local, private_reencoded_path(self.tmp_dir, video_path),
+            tmp_file = reencode_fps(local or video_path, private_reencoded_path(self.tmp_dir, video_path),
                                     self.settings.extraction_fps,
-                                    timeout_s=self.settings.video_timeout_s)
+                                    timeout_s=self.settings.video_timeout_s, url=url)
             decoded_path = str(tmp_file)
             source = open_source(tmp_file)
         try:

@@ -16,6 +16,10 @@ from typing import Iterator, TextIO
 from tqdm import tqdm
 
 LOG_FORMAT = "%(levelname)s: %(message)s"
+# The object-store clients log request headers (signatures, key ids) and signed URLs at DEBUG
+# and INFO: they stay at WARNING, debug=true included, so no credential reaches the console.
+QUIET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "s3fs", "fsspec", "urllib3", "aiohttp",
+                 "gcsfs", "google", "adlfs", "azure")
 
 
 class TqdmAwareHandler(logging.StreamHandler):
@@ -32,6 +36,8 @@ def configure_logging(debug: bool = False, stream: TextIO | None = None) -> None
     handler = TqdmAwareHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -40,10 +46,13 @@ def command_logging(debug: bool = False, stream: TextIO | None = None) -> Iterat
     (a command run inside a Python process leaves that process's logging alone)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     configure_logging(debug, stream)
     try:
         yield
     finally:
+        for name, old in quiet.items():
+            logging.getLogger(name).setLevel(old)
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in handlers:

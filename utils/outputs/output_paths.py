@@ -11,6 +11,8 @@ is named after its *video id*, computed here and nowhere else::
 The id is the path relative to ``video_root`` without the file's extension, with ``/``
 between folders on every OS (it is also the HDF5 dataset name). Paths are compared after
 ``os.path.abspath`` (no symlinks resolved), so relative paths and ``..`` work as the shell means them.
+Object URLs work the same way on their keys: ``video_root=s3://bucket/videos`` names
+``s3://bucket/videos/cat/000.mp4`` ``"cat/000"``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path, PurePath
 from typing import Sequence
 
+from r21d_features.utils.core.object_store import SCHEMES, is_object_url, split_url, url_scheme
 from r21d_features.utils.video.path_list import PathListError
 
 
@@ -27,6 +30,8 @@ def video_id(video_path: str | os.PathLike, video_root: str | os.PathLike | None
     """The name of ``video_path``'s outputs: its stem, or with ``video_root`` its path relative
     to it without the extension (``"cat/000"``). Raises :class:`PathListError` for a path
     outside ``video_root``."""
+    if is_object_url(video_path) or (video_root is not None and is_object_url(video_root)):
+        return _object_video_id(str(video_path), None if video_root is None else str(video_root))
     if video_root is None:
         return Path(video_path).stem
     full, root = os.path.abspath(video_path), os.path.abspath(video_root)
@@ -43,16 +48,37 @@ def video_id(video_path: str | os.PathLike, video_root: str | os.PathLike | None
     return rel_path.with_name(rel_path.stem).as_posix()
 
 
+def _object_video_id(url: str, root: str | None) -> str:
+    key = PurePath(split_url(url)[1]) if is_object_url(url) else PurePath(url)
+    if root is None:
+        return key.stem
+    same_store = (is_object_url(url) and is_object_url(root)
+                  and SCHEMES[url_scheme(url)][0] == SCHEMES[url_scheme(root)][0]
+                  and split_url(url)[0] == split_url(root)[0])
+    root_key = split_url(root)[1].strip("/") if same_store else ""
+    inside = same_store and (not root_key or key.as_posix().startswith(root_key + "/"))
+    rel = key.as_posix()[len(root_key):].lstrip("/") if inside else ""
+    if not rel:
+        raise PathListError(
+            f"{url!r} is not inside video_root={root!r}: outputs mirror the folders under video_root; set "
+            "video_root to a folder (or prefix) that holds every input, or null"
+        )
+    rel_path = PurePath(rel)
+    return rel_path.with_name(rel_path.stem).as_posix()
+
+
 def output_file(folder: str | os.PathLike, video_path: str | os.PathLike, video_root: str | os.PathLike | None,
                 suffix: str) -> Path:
-    """``<folder>/<video id><suffix>``, e.g. ``suffix="_r21d.npy"``."""
-    return Path(folder) / f"{video_id(video_path, video_root)}{suffix}"
+    """``<folder>/<video id><suffix>``, e.g. ``suffix="_r21d.npy"`` (``folder`` a local path or an
+    :class:`~utils.core.object_store.ObjectPath`)."""
+    folder = folder if isinstance(folder, PurePath) else Path(folder)
+    return folder / f"{video_id(video_path, video_root)}{suffix}"
 
 
 def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | None = None) -> None:
     """Refuse, before any work, an input outside ``video_root`` and two different inputs with
     the same video id (their outputs would overwrite each other)."""
-    if video_root is not None and not Path(video_root).is_dir():
+    if video_root is not None and not is_object_url(video_root) and not Path(video_root).is_dir():
         raise PathListError(f"video_root={os.fspath(video_root)!r} is not a folder; give the folder that holds the "
                             "input tree, or null to name outputs by file name only")
     by_id: dict[str, list[str]] = defaultdict(list)

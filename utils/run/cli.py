@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 from r21d_features.utils.run.claims import ClaimBook
 from r21d_features.utils.core.console import video_heading, write_block
 from r21d_features.utils.core.errors import DeviceFailure, SettingsError, UserError
+from r21d_features.utils.core.object_store import set_storage_options
 from r21d_features.utils.outputs.output_paths import check_unique_outputs
 from r21d_features.utils.video.path_list import collect_video_paths, shard
 from r21d_features.utils.video.ffmpeg import sweep_partials
@@ -172,6 +173,7 @@ def _run_cli(values: dict[str, Any], settings_class_for: Callable[[str], type],
         feature_type = values.pop("feature_type", "r21d")
         run, ray_settings, extractor_settings = split_settings(
             values, [RunSettings, RaySettings, settings_class_for(feature_type)])
+        set_storage_options(run.storage_options)  # object-store inputs (utils/core/object_store.py)
         check_folders_differ(run, extractor_settings)
         if run.save_plots:
             require_matplotlib()

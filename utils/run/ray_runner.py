@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import torch
 
 from r21d_features.utils.core.errors import DeviceFailure
+from r21d_features.utils.core.object_store import absolute_name, set_storage_options, storage_options
 from r21d_features.utils.core.console import plural
 from r21d_features.utils.outputs.metadata import METADATA_KEYS
 from r21d_features.utils.pipeline.prefetch import default_decode_workers
@@ -168,7 +169,9 @@ class ExtractionWorker:
         num_threads: int | None = None,
         with_metadata: bool = False,
         video_root: str | None = None,
+        store_options: dict | None = None,
     ) -> None:
+        set_storage_options(store_options)  # the driver's storage_options (s3://, gs://, az:// inputs)
         if num_threads is not None:
             # The worker's CPU share, whatever Ray puts in OMP_NUM_THREADS: float32 sums
             # over another number of threads round differently.
@@ -281,7 +284,7 @@ class _RayRun:
         self.ray = ray
         self.plan = plan
         self.worker_args = worker_args
-        self.given = {os.path.abspath(p): p for p in video_paths}
+        self.given = {absolute_name(p): p for p in video_paths}
         self.order = {p: i for i, p in enumerate(video_paths)}
         self.fresh: deque[str] = deque(self.given)
         self.retries: deque[str] = deque()
@@ -500,7 +503,7 @@ def run_on_ray(
         )
         worker_args = (extractor_cls, worker_settings, on_extraction, os.path.abspath(output_path), debug,
                        max(1, int(plan.cpus_per_worker)), with_metadata,
-                       None if video_root is None else os.path.abspath(video_root))
+                       None if video_root is None else absolute_name(video_root), storage_options())
         report_path = report_path_in(output_dir(output_path, extractor_cls.feature_type, extractor_settings.model_name))
         return _RayRun(ray, plan, worker_args, video_paths, report_path, progress).run()
     finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.core.object_store import is_object_url, key_problem
 from r21d_features.utils.core.settings import setting
 from r21d_features.utils.outputs.sinks import ON_EXTRACTION_CHOICES
 
@@ -40,6 +41,9 @@ class RunSettings:
         False, "redo videos whose saved output was made with other settings (default: stop and say which)")
     runner: str = setting(
         "local", 'local (one process) | ray (actors on a Ray cluster; pip install ".[ray]"; save_* only)')
+    storage_options: Any = setting(
+        None, "fsspec options of the object stores read (s3://, gs://, az://) beyond their credential chains, "
+              "e.g. {client_kwargs: {region_name: eu-west-1}}; never printed")
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -53,6 +57,26 @@ class RunSettings:
             raise SettingsError(f"shard_index={self.shard_index} is invalid: it must be in 0..{self.num_shards - 1}")
         if not self.lock_stale_s > 0:
             raise SettingsError(f"lock_stale_s={self.lock_stale_s} is invalid: it must be > 0 seconds")
+        if self.storage_options is not None and not isinstance(self.storage_options, dict):
+            raise SettingsError("storage_options must be a mapping, e.g. storage_options={anon: true}, or null")
+        for key in ("output_path", "video_root", "file_with_video_paths"):
+            problem = object_url_problem(key, getattr(self, key))
+            if problem:
+                raise SettingsError(problem)
+
+
+def object_url_problem(key: str, value: Any) -> str | None:
+    """Why the URL given as ``key`` cannot be used (one line), or None (also for local paths)."""
+    if not isinstance(value, str) or "://" not in value:
+        return None
+    if key == "output_path":
+        # Only videos and lists are read from object stores today; features go to a local (or mounted) folder.
+        return (f"output_path={value!r}: features are written to a local or mounted folder only; give a folder "
+                "path (mount the bucket, e.g. with s3fs-fuse or gcsfuse, to write into it)")
+    if not is_object_url(value):
+        return (f"{key}={value!r}: only s3://, gs:// and az:// URLs are read (http(s) and other URLs are not); "
+                "give a local path or an object-store URL")
+    return key_problem(value)
 
 
 class RaySetupError(SettingsError):

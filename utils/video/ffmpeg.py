@@ -105,6 +105,7 @@ def reencode_fps(
     out_path: str | os.PathLike,
     fps: float,
     timeout_s: float | None = None,
+    url: str | None = None,
 ) -> Path:
     """Re-encode ``video_path`` with ffmpeg's fps filter into ``out_path`` (mp4).
 
@@ -116,10 +117,14 @@ def reencode_fps(
     removes the partial folder (:func:`sweep_partials`). FIFOs, devices and
     sockets are refused before ffmpeg opens them. ``timeout_s`` (default
     :data:`DEFAULT_TIMEOUT_S`) bounds the re-encode.
+
+    ``url``: ffmpeg reads the video from this URL instead (a signed URL of an object, read by
+    ranged requests); ``video_path`` is then only its name, and the URL never appears in a message.
     """
-    problem = input_problem(os.fspath(video_path))
-    if problem is not None:
-        raise FFmpegError(problem)
+    if url is None:
+        problem = input_problem(os.fspath(video_path))
+        if problem is not None:
+            raise FFmpegError(problem)
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,7 @@ def reencode_fps(
     # "file:" keeps a name that starts with "-" or holds ":" from being read as an option/protocol.
     cmd = [
         find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-i", f"file:{os.fspath(video_path)}",
+        "-i", url if url is not None else f"file:{os.fspath(video_path)}",
         "-filter:v", f"fps=fps={fps}",
         f"file:{os.fspath(partial)}",
     ]
@@ -146,7 +151,10 @@ def reencode_fps(
         finally:
             forget(proc)
         if proc.returncode != 0:
-            last = stderr.decode("utf-8", "replace").strip().splitlines()
+            text = stderr.decode("utf-8", "replace")
+            if url is not None:  # a signed URL is a credential for a while: show the object's name
+                text = text.replace(url, os.fspath(video_path)).replace(url.split("?", 1)[0], os.fspath(video_path))
+            last = text.strip().splitlines()
             reason = last[-1] if last else f"exit status {proc.returncode}"
             raise FFmpegError(f"ffmpeg could not re-encode to {fps} fps: {reason}")
         os.replace(partial, out_path)

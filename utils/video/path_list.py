@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.core.object_store import (REFUSED_SCHEMES, ObjectPath, ObjectStoreError, is_object_url,
+                                                  name_problem, require_extra, store_of, url_scheme)
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ def collect_video_paths(
 
     ``video_paths`` is one path or a list; ``file_with_video_paths`` names a
     text file read by :func:`read_path_list`. Relative paths stay relative to the
-    current directory.
+    current directory. Object-store URLs (``s3://...``) are inputs as they are; ``http(s)://``
+    names are refused here, and an object URL whose store's package is missing too.
     """
     paths: list[str] = []
     if video_paths is not None:
@@ -38,7 +41,19 @@ def collect_video_paths(
         raise PathListError("no input: set video_paths=<path or [list]> or file_with_video_paths=<text file>")
     if not paths:
         raise PathListError("the list of videos is empty: nothing to extract")
+    check_url_inputs(paths)
     return _drop_repeats(paths)
+
+
+def check_url_inputs(paths: Sequence[str]) -> None:
+    """Refuse ``http(s)://`` inputs, and object URLs whose store's package is not installed."""
+    web = [p for p in paths if p.split("://", 1)[0].lower() in REFUSED_SCHEMES and "://" in p]
+    if web:
+        more = f" (and {len(web) - 1} more)" if len(web) > 1 else ""
+        raise PathListError(f"{web[0]!r}{more}: http(s):// inputs are not read; download the videos first, "
+                            "or put them in an object store (s3://, gs://, az://)")
+    for scheme in sorted({url_scheme(p) for p in paths} - {None}):
+        require_extra(scheme)
 
 
 BINARY_CONTROL_BYTES = set(range(0, 9)) | {11, 12} | set(range(14, 32))
@@ -55,15 +70,10 @@ def read_path_list(list_path: str | os.PathLike) -> list[str]:
     A line holding a NUL byte fails as that one video (no file can have that name).
     """
     key = "file_with_video_paths"
-    try:
-        data = Path(list_path).read_bytes() if Path(list_path).is_file() else None
-    except OSError as exc:
-        raise PathListError(f"{key}={os.fspath(list_path)!r} cannot be read ({exc.strerror}); "
-                            "give a text file with one video path per line") from None
-    if data is None:
-        raise PathListError(
-            f"{key}={os.fspath(list_path)!r} is not a readable file; give a text file with one video path per line"
-        )
+    if is_object_url(list_path):
+        data = _read_list_object(os.fspath(list_path))
+    else:
+        data = _read_list_file(list_path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -89,11 +99,39 @@ def read_path_list(list_path: str | os.PathLike) -> list[str]:
     return paths
 
 
+def _read_list_file(list_path: str | os.PathLike) -> bytes:
+    key = "file_with_video_paths"
+    try:
+        data = Path(list_path).read_bytes() if Path(list_path).is_file() else None
+    except OSError as exc:
+        raise PathListError(f"{key}={os.fspath(list_path)!r} cannot be read ({exc.strerror}); "
+                            "give a text file with one video path per line") from None
+    if data is None:
+        raise PathListError(
+            f"{key}={os.fspath(list_path)!r} is not a readable file; give a text file with one video path per line"
+        )
+    return data
+
+
+def _read_list_object(url: str) -> bytes:
+    key = "file_with_video_paths"
+    require_extra(url_scheme(url))
+    path = ObjectPath.from_url(url)
+    try:
+        return store_of(path).read_bytes(path)
+    except FileNotFoundError:
+        raise PathListError(f"{key}={url!r}: no such object; give the URL of a text file with one video "
+                            "path per line") from None
+    except ObjectStoreError as exc:
+        raise PathListError(f"{key}={url!r} cannot be read: {exc}") from None
+
+
 def _drop_repeats(paths: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
     for p in paths:
-        key = os.path.normpath(os.path.abspath(p))
+        key = str(ObjectPath.from_url(p)) if is_object_url(p) and not name_problem(p) else (
+            p if is_object_url(p) else os.path.normpath(os.path.abspath(p)))
         if key not in seen:
             seen.add(key)
             unique.append(p)

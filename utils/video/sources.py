@@ -3,9 +3,11 @@
 The pipeline carries each video by its *name* (the string the user gave: a line of the list,
 an item of ``video_paths``); outputs, the run report and the console use that name.
 :func:`open_source` is the one place that turns a name into a :class:`Source`, the object the
-decoders read. Today every name is a local file (``odd:name.mp4`` and ``concat:a|b`` included:
-a name is never parsed as a URL). Another kind of source is one class with the four members
-of :class:`Source`, and one branch in :func:`open_source`.
+decoders read: an object-store URL (``s3://``, ``gs://``, ``az://``; see
+:mod:`utils.core.object_store`) is an :class:`ObjectFile`, read by ranged requests and never
+copied whole; every other name is a local file (``odd:name.mp4`` and ``concat:a|b`` included:
+only the object-store schemes are URLs). Another kind of source is one class with the five
+members of :class:`Source`, and one branch in :func:`open_source`.
 
 A new kind of source, for example videos held in memory::
 
@@ -25,7 +27,10 @@ A new kind of source, for example videos held in memory::
             return io.BytesIO(self.data)
 
         def local_path(self) -> str | None:
-            return None  # no file on disk: decoder=opencv and extraction_fps refuse it
+            return None  # no file on disk: decoder=opencv refuses it
+
+        def ffmpeg_url(self) -> str | None:
+            return None  # nothing ffmpeg can open: extraction_fps refuses it
 
     open_video(InMemory("clip.mp4", data)).frames()  # the same frames as the file's
 """
@@ -38,7 +43,11 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from r21d_features.utils.core.errors import VideoDecodeError
+from r21d_features.utils.core.object_store import ObjectPath, ObjectStoreError, is_object_url, name_problem, store_of
 from r21d_features.utils.core.safe_fs import input_problem
+
+# How long the signed URL handed to ffmpeg (extraction_fps of an object) stays valid.
+SIGNED_URL_S = 6 * 3600
 
 
 @runtime_checkable
@@ -52,6 +61,8 @@ class Source(Protocol):
     object that can seek (the default decoder streams from it; the caller closes it).
     ``local_path()``: a local file holding the bytes, for the tools that open files by name
     (``decoder=opencv``, the ffmpeg re-encode of ``extraction_fps``), or None when there is none.
+    ``ffmpeg_url()``: for a source without a local file, a URL ffmpeg can read the bytes from
+    (the ``extraction_fps`` re-encode), or None when there is none.
     """
 
     name: str
@@ -64,6 +75,8 @@ class Source(Protocol):
 
     def local_path(self) -> str | None: ...
 
+    def ffmpeg_url(self) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class LocalFile:
@@ -72,7 +85,7 @@ class LocalFile:
     name: str
 
     def problem(self) -> str | None:
-        return input_problem(self.name)
+        return name_problem(self.name) or input_problem(self.name)
 
     def check(self) -> None:
         check_readable_file(self.name)
@@ -83,15 +96,62 @@ class LocalFile:
     def local_path(self) -> str | None:
         return self.name
 
+    def ffmpeg_url(self) -> str | None:
+        return None  # ffmpeg opens the local file
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """A video object in an object store; ``name`` is its URL (``s3://bucket/key``)."""
+
+    name: str
+
+    @property
+    def path(self) -> ObjectPath:
+        return ObjectPath.from_url(self.name)
+
+    def problem(self) -> str | None:
+        return name_problem(self.name)
+
+    def check(self) -> None:
+        try:
+            info = store_of(self.path).info(self.path)
+        except ObjectStoreError as exc:
+            raise VideoDecodeError(str(exc)) from None
+        if info is None:
+            raise VideoDecodeError(f"object not found: {self.name}")
+        if info.is_dir:
+            raise VideoDecodeError("is a folder (a prefix of keys), not a video object")
+        if info.size == 0:
+            raise VideoDecodeError("empty object (0 bytes)")
+
+    def open(self) -> BinaryIO:
+        try:
+            return store_of(self.path).open_read(self.path)
+        except ObjectStoreError as exc:
+            raise VideoDecodeError(str(exc)) from None
+
+    def local_path(self) -> str | None:
+        return None
+
+    def ffmpeg_url(self) -> str | None:
+        try:
+            return store_of(self.path).sign(self.path, SIGNED_URL_S)
+        except ObjectStoreError as exc:
+            raise VideoDecodeError(str(exc)) from None
+
 
 def open_source(name: str | os.PathLike) -> Source:
-    """The :class:`Source` a video name stands for (today: the local file of that path)."""
+    """The :class:`Source` a video name stands for: an :class:`ObjectFile` for an object-store URL,
+    else the :class:`LocalFile` of that path."""
+    if is_object_url(name):
+        return ObjectFile(str(name))
     return LocalFile(os.fspath(name))
 
 
 def as_source(video: str | os.PathLike | Source) -> Source:
     """``video`` itself when it is a :class:`Source`, else the source its name stands for."""
-    if isinstance(video, (str, os.PathLike)):
+    if isinstance(video, (str, os.PathLike, ObjectPath)):
         return open_source(video)
     return video
 

@@ -1,0 +1,115 @@
+"""Reading videos from an S3 API against reading the same files from the local disk.
+
+    python -m benchmarks.object_store_read --videos 4 --seconds 10 --rounds 2
+
+Starts moto's standalone S3 server on 127.0.0.1 in this process, uploads the synthetic videos
+(:mod:`benchmarks.make_dataset`, 360p, 25 fps), then times the command line as users run it
+(defaults, ``device=cpu``, random weights, ``save_numpy`` to a fresh local folder), one fresh
+process per run: all the videos from local paths, then all of them as ``s3://`` URLs, in turns
+for ``--rounds`` rounds. Each run must report every video done. The store is on loopback, so
+this measures what the object path costs the product (requests, ranged reads, the client's
+work), not a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.make_dataset import _spec, make_dataset
+from r21d_features.utils.core.cpu import cpu_info
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "bench-videos"
+
+
+def _run(video_names: list[str], out: Path, tmp: Path, env: dict[str, str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)  # a finished output would be skipped, not timed
+    listed = "[" + ", ".join(f"'{name}'" for name in video_names) + "]"
+    argv = ["feature_type=r21d", "device=cpu", "random_weights=true", "progress=false", f"video_paths={listed}",
+            "on_extraction=save_numpy", f"output_path={out}", f"tmp_path={tmp}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
+    wall_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit status {proc.returncode}: {proc.stderr.strip()[-800:]}")
+    statuses = [json.loads(line)["status"] for report in out.rglob("run_report.jsonl")
+                for line in report.read_text().splitlines()]
+    if statuses != ["done"] * len(video_names):
+        raise RuntimeError(f"expected {len(video_names)} extractions, the run report says {statuses}")
+    return wall_s
+
+
+def measure(videos: int, seconds: int, rounds: int, work: Path) -> dict[str, Any]:
+    import boto3  # noqa: PLC0415 (the test extra)
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    specs = [_spec("360p", seconds, 25, index) for index in range(videos)]
+    paths = make_dataset("object-store", work / "videos", specs=specs)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {**os.environ, "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "bench",
+               "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONWARNINGS": "ignore"}
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="bench",
+                              aws_secret_access_key="bench", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        urls = []
+        for path in paths:
+            client.upload_file(str(path), BUCKET, f"videos/{path.name}")
+            urls.append(f"s3://{BUCKET}/videos/{path.name}")
+        times: dict[str, list[float]] = {"local": [], "s3": []}
+        for r in range(rounds):
+            for kind, names in (("local", [str(p) for p in paths]), ("s3", urls)):
+                wall_s = _run(names, work / f"out_{kind}", work / "tmp", env)
+                times[kind].append(wall_s)
+                print(f"  round {r + 1} {kind}: {wall_s:.1f} s", flush=True)
+    finally:
+        server.stop()
+    frames = sum(spec.num_frames for spec in specs)
+    rows = []
+    for kind, walls in times.items():
+        median = statistics.median(walls)
+        rows.append({"input": kind, "videos": videos, "frames": frames, "wall_s": walls, "median_s": median,
+                     "videos_per_s": videos / median, "frames_per_s": frames / median})
+    return {"videos": videos, "seconds_each": seconds, "resolution": "360p", "rounds": rounds, "rows": rows,
+            "cpu": cpu_info().describe(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    lines = ["| input | videos | frames | wall s (median of rounds) | videos/s | frames/s |", "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        lines.append(f"| {row['input']} | {row['videos']} | {row['frames']} | {row['median_s']:.1f} "
+                     f"| {row['videos_per_s']:.3f} | {row['frames_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=ROOT / "bench_out" / "object_store")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    report = measure(args.videos, args.seconds, args.rounds, args.work)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    print(markdown_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
