@@ -4,10 +4,9 @@ Only these schemes are URLs: ``s3://bucket/key`` (s3fs), ``gs://`` or ``gcs://``
 ``az://``, ``abfs://`` or ``abfss://`` (adlfs). Any other name is a local path, ``odd:name.mp4``
 and ``concat:a|b`` included; ``http(s)://`` is refused with one line (:func:`name_problem`).
 
-An object's path is an :class:`ObjectPath`: a pure path whose first part is the scheme, so the
-output layout code joins and renames keys as it does local paths, while any attempt to open one
-as a local file fails at once (``os.fspath`` raises): nothing like a local folder ``s3:`` can be
-made by mistake. :class:`ObjectStore` holds the store's fsspec filesystem and makes every call
+An object's path is an :class:`ObjectPath`: a pure path whose first part is the scheme, so keys
+join and split as local paths do, while any attempt to open one as a local file fails at once
+(``os.fspath`` raises): nothing like a local folder ``s3:`` can be made by mistake. :class:`ObjectStore` holds the store's fsspec filesystem and makes every call
 (looking at an object, ranged reads, a signed URL for ffmpeg), each error turned into one line
 naming the bucket or key and the fix. Videos and lists are read from stores; features are
 written to local (or mounted) folders.
@@ -20,6 +19,7 @@ adds what the chain cannot express; those options are handed to fsspec and never
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -62,11 +62,17 @@ def is_object_url(name: Any) -> bool:
     return url_scheme(name) is not None
 
 
+def refused_scheme(name: Any) -> str | None:
+    """``"http"`` or ``"https"`` when ``name`` is such a URL (never read), else None."""
+    m = _URL.match(name) if isinstance(name, str) else None
+    return m.group(1).lower() if m and m.group(1).lower() in REFUSED_SCHEMES else None
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` can never be an input, decided from the name alone (one line), or None."""
-    m = _URL.match(name) if isinstance(name, str) else None
-    if m and m.group(1).lower() in REFUSED_SCHEMES:
-        return (f"{m.group(1).lower()}:// inputs are not read; download the video first, or put it in an object "
+    scheme = refused_scheme(name)
+    if scheme is not None:
+        return (f"{scheme}:// inputs are not read; download the video first, or put it in an object "
                 "store (s3://, gs://, az://)")
     if is_object_url(name):
         bucket, key = split_url(name)
@@ -134,8 +140,6 @@ class ObjectPath(PurePosixPath):
 def absolute_name(name: str) -> str:
     """``name`` as workers in another directory can use it: an object URL as it is, a local path
     made absolute."""
-    import os  # noqa: PLC0415
-
     return name if is_object_url(name) else os.path.abspath(name)
 
 
@@ -214,8 +218,6 @@ def _one_line(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
-    etag: str  # the object's version tag ("" when the store gives none)
-    mtime: float  # seconds since the epoch
     is_dir: bool
 
 
@@ -234,11 +236,13 @@ class ObjectStore:
             return ObjectStoreError(f"access denied to {where} while {doing} {path} ({_one_line(exc)}); "
                                     f"{_bucket_fix(self.scheme)}")
         if isinstance(exc, FileNotFoundError):
-            if not self.bucket_exists(path):
-                return ObjectStoreError(f"bucket {where} does not exist or cannot be listed; {_bucket_fix(self.scheme)}")
-            return ObjectStoreError(f"object not found: {path}")
+            return self._no_bucket(path) if not self.bucket_exists(path) else ObjectStoreError(f"object not found: {path}")
         return ObjectStoreError(f"cannot reach {where} while {doing} {path} ({type(exc).__name__}: "
                                 f"{_one_line(exc)}); check the network and the store's endpoint")
+
+    def _no_bucket(self, path: ObjectPath) -> ObjectStoreError:
+        return ObjectStoreError(f"bucket {self.scheme}://{path.bucket} does not exist or cannot be listed; "
+                                f"{_bucket_fix(self.scheme)}")
 
     def bucket_exists(self, path: ObjectPath) -> bool:
         try:
@@ -248,20 +252,17 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ reads
     def info(self, path: ObjectPath) -> ObjectInfo | None:
-        """Size, ETag and time of ``path``; None when there is no such object."""
+        """Size and kind of ``path``; None when there is no such object."""
         try:
             self.fs.invalidate_cache(path.key)
             data = self.fs.info(path.key)
         except FileNotFoundError:
             if not self.bucket_exists(path):
-                raise self.error(FileNotFoundError(), path, "looking at") from None
+                raise self._no_bucket(path) from None
             return None
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, path, "looking at") from None
-        modified = data.get("LastModified") or data.get("mtime") or data.get("updated") or data.get("last_modified")
-        mtime = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
-        etag = str(data.get("ETag") or data.get("etag") or data.get("generation") or "")
-        return ObjectInfo(size=int(data.get("size") or 0), etag=etag, mtime=mtime,
+        return ObjectInfo(size=int(data.get("size") or 0),
                           is_dir=data.get("type") == "directory")
 
     def open_read(self, path: ObjectPath) -> BinaryIO:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from r21d_features.utils.core.errors import SettingsError
-from r21d_features.utils.core.object_store import (REFUSED_SCHEMES, ObjectPath, ObjectStoreError, is_object_url,
-                                                  name_problem, require_extra, store_of, url_scheme)
+from r21d_features.utils.core.object_store import (ObjectPath, ObjectStoreError, is_object_url, name_problem,
+                                                  refused_scheme, require_extra, store_of, url_scheme)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def collect_video_paths(
 
 def check_url_inputs(paths: Sequence[str]) -> None:
     """Refuse ``http(s)://`` inputs, and object URLs whose store's package is not installed."""
-    web = [p for p in paths if p.split("://", 1)[0].lower() in REFUSED_SCHEMES and "://" in p]
+    web = [p for p in paths if refused_scheme(p)]
     if web:
         more = f" (and {len(web) - 1} more)" if len(web) > 1 else ""
         raise PathListError(f"{web[0]!r}{more}: http(s):// inputs are not read; download the videos first, "
@@ -130,12 +130,18 @@ def _drop_repeats(paths: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
     for p in paths:
-        key = str(ObjectPath.from_url(p)) if is_object_url(p) and not name_problem(p) else (
-            p if is_object_url(p) else os.path.normpath(os.path.abspath(p)))
+        key = _same_input_key(p)
         if key not in seen:
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def _same_input_key(path: str) -> str:
+    """What two names of one input share: the normalised URL of an object, the absolute local path."""
+    if not is_object_url(path):
+        return os.path.normpath(os.path.abspath(path))
+    return path if name_problem(path) else str(ObjectPath.from_url(path))
 
 
 def shard(paths: Sequence[str], num_shards: int, shard_index: int) -> list[str]:
