@@ -149,7 +149,7 @@ def test_local_names_with_colons_stay_local_files(ckpt, tmp_path, make_video):
 
 @pytest.mark.parametrize("args,needle", [
     (("video_paths=[https://example.com/a.mp4]",), "http(s):// inputs are not read"),
-    (("video_paths=[s3://videos/a.mp4]", "output_path=s3://videos/out"), "written to a local or mounted folder"),
+    (("video_paths=[s3://videos/a.mp4]", "output_path=az://videos/out"), "az:// is read only"),
     (("video_paths=[s3://videos/a.mp4]", "video_root=http://host/v"), "only s3://, gs:// and az:// URLs"),
     (("video_paths=[s3://videos/a.mp4]", "storage_options=5"), "storage_options must be a mapping"),
 ])

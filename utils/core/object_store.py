@@ -8,8 +8,9 @@ An object's path is an :class:`ObjectPath`: a pure path whose first part is the 
 join and split as local paths do, while any attempt to open one as a local file fails at once
 (``os.fspath`` raises): nothing like a local folder ``s3:`` can be made by mistake. :class:`ObjectStore` holds the store's fsspec filesystem and makes every call
 (looking at an object, ranged reads, a signed URL for ffmpeg), each error turned into one line
-naming the bucket or key and the fix. Videos and lists are read from stores; features are
-written to local (or mounted) folders.
+naming the bucket or key and the fix. Videos and lists are read from every store; outputs are
+written to S3 (and S3-compatible stores), whose conditional writes (``If-None-Match``,
+``If-Match``) let workers share one prefix (:data:`WRITABLE_SCHEMES`).
 
 Credentials come from each store's own chain (environment, config files, instance roles;
 ``AWS_ENDPOINT_URL`` and ``AWS_PROFILE`` for S3-compatible stores). :func:`set_storage_options`
@@ -38,12 +39,19 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "abfss": ("abfs", "adlfs", "azure"),
 }
 REFUSED_SCHEMES = ("http", "https")
+# Stores outputs can be written to: every object in one request, and the conditional writes that
+# claims and the run report rely on (create only if absent, replace only if unchanged).
+WRITABLE_SCHEMES = ("s3",)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 READ_BLOCK_BYTES = 8 << 20  # one ranged GET per 8 MiB read: few requests, memory flat in video length
 
 
 class ObjectStoreError(UserError):
     """An object store call failed; the message names the bucket or key and what to do."""
+
+
+class ChangedMeanwhile(Exception):
+    """A conditional write found the object changed (or created) since it was last looked at."""
 
 
 def url_scheme(name: str | PurePath) -> str | None:
@@ -219,6 +227,23 @@ def _one_line(exc: BaseException) -> str:
 class ObjectInfo:
     size: int
     is_dir: bool
+    etag: str = ""  # changes with every write (the token of a conditional write)
+    mtime: float = 0.0  # the store's time of the last write (seconds since the epoch)
+
+
+def _info_of(data: Mapping[str, Any]) -> ObjectInfo:
+    modified = data.get("LastModified") or data.get("mtime") or data.get("last_modified")
+    mtime = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0.0)
+    return ObjectInfo(size=int(data.get("size") or 0), is_dir=data.get("type") == "directory",
+                      etag=str(data.get("ETag") or data.get("etag") or ""), mtime=mtime)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """True when a conditional write was refused (412, or S3's 409 for a concurrent conditional write)."""
+    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, Mapping) else ""
+    return (code in ("PreconditionFailed", "ConditionalRequestConflict")
+            or "pre-condition" in str(exc) or "PreconditionFailed" in str(exc))
 
 
 class ObjectStore:
@@ -262,8 +287,18 @@ class ObjectStore:
             return None
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, path, "looking at") from None
-        return ObjectInfo(size=int(data.get("size") or 0),
-                          is_dir=data.get("type") == "directory")
+        return _info_of(data)
+
+    def listing(self, folder: ObjectPath) -> dict[str, ObjectInfo]:
+        """Every object under ``folder``, by URL (one paged listing; {} when there is none)."""
+        try:
+            found = self.fs.find(folder.key, detail=True)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, folder, "listing") from None
+        return {f"{self.scheme}://{key}": _info_of(data) for key, data in found.items()
+                if data.get("type") != "directory"}
 
     def open_read(self, path: ObjectPath) -> BinaryIO:
         """A seekable file object reading ``path`` by ranged requests (8 MiB at a time)."""
@@ -282,6 +317,35 @@ class ObjectStore:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self.error(exc, path, "reading") from None
+
+    # ------------------------------------------------------------------ writes (WRITABLE_SCHEMES)
+    def put(self, path: ObjectPath, data: bytes, if_absent: bool = False, if_match: str | None = None) -> str:
+        """Write ``data`` as the whole object ``path`` in one request; its new ETag.
+
+        ``if_absent``: only when no object has that key (else FileExistsError); ``if_match``: only
+        when the object's ETag is still that one (else :class:`ChangedMeanwhile`).
+        """
+        extra: dict[str, Any] = {} if if_match is None else {"IfMatch": if_match}
+        try:
+            out = self.fs.pipe_file(path.key, data, mode="create" if if_absent else "overwrite", **extra)
+        except FileExistsError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if _precondition_failed(exc):
+                if if_absent:
+                    raise FileExistsError(str(path)) from None
+                raise ChangedMeanwhile(str(path)) from None
+            raise self.error(exc, path, "writing") from None
+        return str((out or {}).get("ETag", "")) if isinstance(out, Mapping) else ""
+
+    def remove(self, path: ObjectPath) -> None:
+        """Delete the object ``path`` (nothing happens when it does not exist)."""
+        try:
+            self.fs.rm_file(path.key)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            raise self.error(exc, path, "deleting") from None
 
     def sign(self, path: ObjectPath, expiration_s: int) -> str:
         """A URL any HTTP client (ffmpeg) can read ``path`` from, valid for ``expiration_s``."""

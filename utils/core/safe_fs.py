@@ -23,7 +23,7 @@ import errno
 import hashlib
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator
 
 NAME_MAX_BYTES = 255
@@ -63,8 +63,9 @@ def hidden_base(name: str) -> str:
 
 
 def hidden_path(path: str | os.PathLike, suffix: str) -> Path:
-    """``<folder>/<hidden_base(name)><suffix>`` for the file ``path``."""
-    path = Path(path)
+    """``<folder>/<hidden_base(name)><suffix>`` for the file ``path`` (of the same kind: a local
+    path, or an object-store key)."""
+    path = path if isinstance(path, PurePath) else Path(path)
     return path.with_name(hidden_base(path.name) + suffix)
 
 

@@ -69,8 +69,10 @@ def _object_video_id(url: str, root: str | None) -> str:
 
 def output_file(folder: str | os.PathLike, video_path: str | os.PathLike, video_root: str | os.PathLike | None,
                 suffix: str) -> Path:
-    """``<folder>/<video id><suffix>``, e.g. ``suffix="_r21d.npy"``."""
-    return Path(folder) / f"{video_id(video_path, video_root)}{suffix}"
+    """``<folder>/<video id><suffix>``, e.g. ``suffix="_r21d.npy"`` (a key under ``folder`` when it
+    is an object-store prefix)."""
+    base = folder if isinstance(folder, PurePath) else Path(folder)
+    return base / f"{video_id(video_path, video_root)}{suffix}"
 
 
 def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | None = None) -> None:

@@ -26,6 +26,7 @@ in the extractor's ``provenance()``; older records lacking it then differ, as th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,9 +37,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from r21d_features.utils.outputs.atomic import atomic_write
 from r21d_features.utils.core.errors import SettingsError
-from r21d_features.utils.core.safe_fs import display_path, hidden_path, read_small
+from r21d_features.utils.core.safe_fs import READ_SMALL_MAX_BYTES, display_path, hidden_path
+from r21d_features.utils.outputs.storage import storage_of
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def record_path(output: Path) -> Path:
 def read_entries(output: Path) -> dict[str, Any] | None:
     """The entries recorded for ``output``, or None when there is no readable record."""
     try:
-        data = json.loads(read_small(record_path(output)).decode("utf-8"))
+        record = record_path(output)
+        data = json.loads(storage_of(record).read(record, READ_SMALL_MAX_BYTES).decode("utf-8"))
         entries = data["entries"]
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
@@ -116,7 +118,7 @@ class ProvenanceSink:
     def stale_differences(self, video_path: str) -> list[str]:
         """What differs when a valid output made with other settings exists ([] otherwise)."""
         output = self.path_for(video_path)
-        if not output.is_file():
+        if not storage_of(output).exists(output):
             return []
         diff = self.differences(video_path)
         # Features are written atomically after their record: a record beside a features file means
@@ -126,12 +128,18 @@ class ProvenanceSink:
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
         output = self.path_for(video_path)
-        if os.path.lexists(output) and self.differences(video_path):
-            output.unlink()  # made with other settings (overwrite=true): never paired with our record
+        storage = storage_of(output)
+        if _lexists(output) and self.differences(video_path):
+            storage.remove(output)  # made with other settings (overwrite=true): never paired with our record
         record = {"format": RECORD_FORMAT, "entries": self.entries,
                   "made": {**self._made, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}}
-        atomic_write(record_path(output), lambda f: f.write(json.dumps(record, indent=1).encode("utf-8")))
+        storage.write(record_path(output), lambda f: f.write(json.dumps(record, indent=1).encode("utf-8")))
         return self.sink.write(video_path, feats)
+
+
+def _lexists(output: Any) -> bool:
+    """True when ``output`` exists (locally even as a dangling symlink, which is removed too)."""
+    return os.path.lexists(output) if isinstance(output, Path) else storage_of(output).exists(output)
 
 
 def with_provenance(sink: Any, entries: Mapping[str, Any]) -> Any:
@@ -141,13 +149,8 @@ def with_provenance(sink: Any, entries: Mapping[str, Any]) -> Any:
     return sink.with_provenance(entries)
 
 
-def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: bool) -> int:
-    """Before any work: refuse existing outputs of ``video_paths`` made with other settings.
-
-    Returns how many will be redone (``overwrite=true``); raises :class:`SettingsError`
-    (one line: how many, which entries differ, an example, the two ways out) otherwise.
-    Outputs that are missing or do not load are not judged: they are extracted anyway.
-    """
+def _stale_outputs(sink: Any, video_paths: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``(video, differences)`` of each video whose valid output was made with other settings."""
     stale: list[tuple[str, list[str]]] = []
     for path in video_paths:
         try:
@@ -157,6 +160,20 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
                 stale.append((path, diff))
         except (OSError, ValueError):  # a name no file can have: that video fails on its own later
             continue
+    return stale
+
+
+def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: bool) -> int:
+    """Before any work: refuse existing outputs of ``video_paths`` made with other settings.
+
+    Returns how many will be redone (``overwrite=true``); raises :class:`SettingsError`
+    (one line: how many, which entries differ, an example, the two ways out) otherwise.
+    Outputs that are missing or do not load are not judged: they are extracted anyway.
+    """
+    folder = getattr(sink, "folder", None)
+    # One listing of the output folder answers "is there an output?" for every video at once.
+    with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
+        stale = _stale_outputs(sink, video_paths)
     if not stale or overwrite:
         if stale:
             log.info("overwrite=true: redoing %d existing output(s) made with other settings", len(stale))
@@ -165,9 +182,8 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
     for _, diff in stale:
         kinds += [d for d in diff if d not in kinds]
     example = sink.claim_path(stale[0][0])
-    folder = display_path(os.fspath(example.parent))
     raise SettingsError(
-        f"{len(stale)} existing output(s) in {folder} were made with other settings ({'; '.join(kinds)}), "
+        f"{len(stale)} existing output(s) in {display_path(str(example.parent))} were made with other settings ({'; '.join(kinds)}), "
         f"e.g. {display_path(example.name)}; choose another output_path, "
         "or set overwrite=true to redo them"
     )

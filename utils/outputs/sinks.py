@@ -8,22 +8,24 @@ done when it loads as a float32 array of the expected shape.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, TextIO
+from typing import Any, BinaryIO, Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
-from r21d_features.utils.outputs.atomic import atomic_write
+from r21d_features.utils.outputs.storage import OutputPath, output_location, storage_of
 from r21d_features.utils.core.console import video_heading, write_block
 from r21d_features.utils.outputs.output_paths import output_file
 
 ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", "save_hdf5")
 
 
-def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> Path:
-    """``<output_root>/<feature_type>/<model_name>``: where a model's files of a run go."""
-    return Path(output_root) / feature_type / model_name
+def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> OutputPath:
+    """``<output_root>/<feature_type>/<model_name>``: where a model's files of a run go (a prefix
+    of keys when ``output_root`` is an object-store URL)."""
+    return output_location(output_root) / feature_type / model_name
 
 
 class Sink(Protocol):
@@ -48,14 +50,14 @@ class Sink(Protocol):
             def close(self): pass
     """
 
-    folder: Path | None  # where the outputs are saved (None: nothing is saved, e.g. printed)
+    folder: OutputPath | None  # where the outputs are saved (None: nothing is saved, e.g. printed)
     needs_metadata: bool  # write() wants the window spans (fps, windows) besides the features
 
-    def claim_path(self, video_path: str) -> Path | None:
+    def claim_path(self, video_path: str) -> OutputPath | None:
         """The name a video's claim and its failure mark sit next to (workers sharing ``folder``
         split the videos by it); None when nothing is saved."""
 
-    def output_paths(self, video_path: str) -> list[Path]:
+    def output_paths(self, video_path: str) -> list[OutputPath]:
         """Every name :meth:`write` commits for a video (a killed writer's leftovers next to them
         are swept); [] when nothing is saved."""
 
@@ -70,7 +72,7 @@ class Sink(Protocol):
         """This sink recording ``entries`` (what made the numbers) with every output, and counting
         an output done only when its record matches (see utils/outputs/provenance.py)."""
 
-    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[OutputPath]:
         """Commit one video's features (and metadata); the files written ([] when nothing is saved)."""
 
     def close(self) -> None:
@@ -101,7 +103,7 @@ class PrintSink:
     def claim_path(self, video_path: str) -> None:
         return None
 
-    def output_paths(self, video_path: str) -> list[Path]:
+    def output_paths(self, video_path: str) -> list[OutputPath]:
         return []
 
     def stale_differences(self, video_path: str) -> list[str]:
@@ -113,7 +115,7 @@ class PrintSink:
     def close(self) -> None:
         pass
 
-    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[OutputPath]:
         blocks = [format_feature_stats(key, array) for key, array in feats.items()]
         write_block("\n".join([video_heading("Features", video_path), *blocks]), self.stream)
         return []
@@ -142,8 +144,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_feature_file(path: str | Path) -> np.ndarray:
-    """An array saved by :class:`FileSink`; .pkl files are read with a numpy-only unpickler."""
-    path = Path(path)
+    """An array saved by :class:`FileSink` (a file, or an object-store key or URL); .pkl files are
+    read with a numpy-only unpickler."""
+    path = output_location(path)
+    if not isinstance(path, Path):
+        data: BinaryIO = io.BytesIO(storage_of(path).read(path))
+        return np.load(data, allow_pickle=False) if path.suffix == ".npy" else _RestrictedUnpickler(data).load()
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
     with open(path, "rb") as f:
@@ -176,10 +182,10 @@ class FileSink:
 
     needs_metadata = False  # metadata keys are written when the run passes them (extra_keys)
 
-    def path_for(self, video_path: str, key: str | None = None) -> Path:
+    def path_for(self, video_path: str, key: str | None = None) -> OutputPath:
         return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}.{self.fmt}")
 
-    def claim_path(self, video_path: str) -> Path:
+    def claim_path(self, video_path: str) -> OutputPath:
         return self.path_for(video_path)
 
     def stale_differences(self, video_path: str) -> list[str]:
@@ -193,11 +199,11 @@ class FileSink:
     def close(self) -> None:
         pass
 
-    def output_paths(self, video_path: str) -> list[Path]:
+    def output_paths(self, video_path: str) -> list[OutputPath]:
         """Every file :meth:`write` makes for a video (features last)."""
         return [*(self.path_for(video_path, k) for k in self.extra_keys), self.path_for(video_path)]
 
-    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[Path]:
+    def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[OutputPath]:
         written = []
         # The features file is what is_done looks at, so it goes last: if it exists, so do the others.
         for key, array in sorted(feats.items(), key=lambda item: item[0] == self.feature_type):
@@ -205,12 +211,14 @@ class FileSink:
                 writer = lambda f, a=array: np.save(f, a, allow_pickle=False)  # noqa: E731
             else:
                 writer = lambda f, a=array: pickle.dump(a, f)  # noqa: E731
-            written.append(atomic_write(self.path_for(video_path, key), writer))
+            path = self.path_for(video_path, key)
+            written.append(storage_of(path).write(path, writer))
         return written
 
     def is_done(self, video_path: str) -> bool:
         path = self.path_for(video_path)
-        if not path.is_file() or not all(self.path_for(video_path, k).is_file() for k in self.extra_keys):
+        storage = storage_of(path)
+        if not storage.exists(path) or not all(storage.exists(self.path_for(video_path, k)) for k in self.extra_keys):
             return False
         try:
             array = load_feature_file(path)

@@ -62,15 +62,20 @@ class ClaimOwner:
         return f"pid {self.pid} on {self.host.split('/')[0]}"
 
 
-def _read_owner(path: Path) -> tuple[ClaimOwner | None, bytes]:
-    """The owner recorded in a claim or failure file (None if half-written or foreign)."""
-    raw = read_small(path)  # a planted symlink to a device or a huge file is never read
+def _parse_owner(raw: bytes) -> ClaimOwner | None:
+    """The owner recorded in the content of a claim or failure file (None if half-written or foreign)."""
     try:
         data = json.loads(raw.decode("utf-8"))
         return ClaimOwner(str(data["host"]), int(data["pid"]), str(data.get("token", "")),
-                          str(data.get("reason", ""))), raw
+                          str(data.get("reason", "")))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return None, raw
+        return None
+
+
+def _read_owner(path: Path) -> tuple[ClaimOwner | None, bytes]:
+    """The owner recorded in a claim or failure file, and its content."""
+    raw = read_small(path)  # a planted symlink to a device or a huge file is never read
+    return _parse_owner(raw), raw
 
 
 class ClaimBook:
@@ -131,16 +136,37 @@ class ClaimBook:
                 self._start_heartbeat()
                 return None
             try:
-                owner, raw = _read_owner(lock)
-                age_s = time.time() - lock.stat().st_mtime
+                owner, raw, age_s = self._look(lock)
             except FileNotFoundError:
                 continue  # released meanwhile: try to create it again
             if not self._is_stale(owner, age_s):
                 return owner or ClaimOwner(host="?", pid=-1)
             why = "its owner has exited" if age_s <= self.stale_s else f"not refreshed for {age_s:.0f} s"
-            if self._break(lock, raw):
+            if self._take_over(lock, raw, content):
                 log.info("taking over the stale claim on %s (%s)", video_path, why)
+                with self._mutex:
+                    self._held[video_path] = (lock, content)
+                self._start_heartbeat()
+                return None
         return ClaimOwner(host="?", pid=-1)
+
+    # The file operations below are all a claim needs; ObjectClaimBook makes them on an object store.
+    def _look(self, lock: Path) -> tuple[ClaimOwner | None, bytes, float]:
+        """The owner and content of the claim ``lock`` and its age (seconds since its last
+        refresh); FileNotFoundError when there is none."""
+        owner, raw = _read_owner(lock)
+        return owner, raw, time.time() - lock.stat().st_mtime
+
+    def _take_over(self, lock: Path, seen: bytes, content: bytes) -> bool:
+        """Replace the stale claim ``lock`` whose content was ``seen`` by ours (``content``);
+        False when another worker got there first."""
+        if not self._break(lock, seen):
+            return False
+        try:
+            self._create(lock, content)
+        except (FileExistsError, FileNotFoundError):
+            return False
+        return True
 
     def _new_content(self) -> bytes:
         record = {"host": self.host, "pid": self.pid, "token": uuid.uuid4().hex,
@@ -197,7 +223,7 @@ class ClaimBook:
         """Remove a stale claim on a video this worker will not extract (already done): what a
         worker killed between saving and releasing left. A live claim is left alone."""
         try:
-            if os.path.lexists(self.lock_path(video_path)) and self.try_claim(video_path) is None:
+            if self._exists(self.lock_path(video_path)) and self.try_claim(video_path) is None:
                 self.release(video_path)
         except OSError:
             pass
@@ -207,10 +233,10 @@ class ClaimBook:
         """The worker that recorded a failure of ``video_path`` since this worker started, if any."""
         marker = self.failed_path(video_path)
         try:
-            if marker.stat().st_mtime < self.started_at:
-                return None
-            owner, _ = _read_owner(marker)
+            owner, _, age_s = self._look(marker)
         except FileNotFoundError:
+            return None
+        if time.time() - age_s < self.started_at:
             return None
         if owner is None or (owner.host == self.host and owner.pid == self.pid):
             return None
@@ -220,14 +246,14 @@ class ClaimBook:
         """Tell the other workers of this run that ``video_path`` failed (call before :meth:`release`)."""
         record = {"host": self.host, "pid": self.pid, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
-            atomic_write(self.failed_path(video_path), lambda f: f.write(json.dumps(record).encode("utf-8")))
+            self._write_marker(self.failed_path(video_path), json.dumps(record).encode("utf-8"))
         except OSError as exc:  # full disk or read-only folder: the others will just try it too
             log.debug("cannot record the failure of %s: %s", video_path, exc)
 
     def clear_failure(self, video_path: str) -> None:
         """Forget an earlier failure of ``video_path`` (it has just succeeded)."""
         try:
-            self.failed_path(video_path).unlink(missing_ok=True)
+            self._remove(self.failed_path(video_path))
         except OSError as exc:
             log.debug("cannot remove the failure record of %s: %s", video_path, exc)
 
@@ -244,6 +270,24 @@ class ClaimBook:
             held, self._held = list(self._held.values()), {}
         for lock, content in held:
             self._unlink_if_ours(lock, content)
+
+    @staticmethod
+    def _exists(path: Path) -> bool:
+        return os.path.lexists(path)
+
+    @staticmethod
+    def _write_marker(path: Path, content: bytes) -> None:
+        atomic_write(path, lambda f: f.write(content))
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def _refresh(self, lock: Path, content: bytes) -> None:
+        """Tell the others the claim ``lock`` is alive; FileNotFoundError when it is no longer ours."""
+        if read_small(lock) != content:
+            raise FileNotFoundError(errno.ENOENT, "replaced")
+        os.utime(lock)
 
     @staticmethod
     def _unlink_if_ours(lock: Path, content: bytes) -> None:
@@ -278,9 +322,7 @@ class ClaimBook:
                 held = list(self._held.items())
             for video_path, (lock, content) in held:
                 try:
-                    if read_small(lock) != content:
-                        raise FileNotFoundError(errno.ENOENT, "replaced")
-                    os.utime(lock)
+                    self._refresh(lock, content)
                 except FileNotFoundError:
                     log.warning("the claim on %s was taken over by another worker (was this one paused "
                                 "longer than lock_stale_s?); both may extract it, the output stays valid",

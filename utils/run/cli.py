@@ -7,14 +7,14 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
 
-from r21d_features.utils.run.claims import ClaimBook
+from r21d_features.utils.run.object_claims import claim_book_for
 from r21d_features.utils.core.console import video_heading, write_block
 from r21d_features.utils.core.errors import DeviceFailure, SettingsError, UserError
-from r21d_features.utils.core.object_store import set_storage_options
+from r21d_features.utils.core.object_store import is_object_url, set_storage_options
+from r21d_features.utils.outputs.storage import output_location, storage_of
 from r21d_features.utils.outputs.output_paths import check_unique_outputs
 from r21d_features.utils.video.path_list import collect_video_paths, shard
 from r21d_features.utils.video.ffmpeg import sweep_partials
@@ -99,22 +99,17 @@ class _WithPlots:
 
 
 def check_writable_folder(folder: str | os.PathLike, key: str = "output_path") -> None:
-    """Create ``folder`` and a file in it, or raise :class:`SettingsError` saying why not."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SettingsError(
-            f"{key}: cannot write to {os.fspath(folder)!r} ({reason}); choose a folder you can write to"
-        ) from None
+    """Create ``folder`` (a folder, or an object-store prefix) and a file in it, or raise
+    :class:`SettingsError` saying why not."""
+    location = output_location(folder)
+    storage_of(location).check_writable(location, key)
 
 
 def check_folders_differ(run: RunSettings, extractor_settings: ExtractorSettings) -> None:
     out, tmp = run.output_path, extractor_settings.tmp_path
-    if out is not None and tmp is not None and Path(out).resolve() == Path(tmp).resolve():
+    if out is None or tmp is None or is_object_url(out):
+        return
+    if Path(out).resolve() == Path(tmp).resolve():
         raise SettingsError(
             f"output_path and tmp_path are both {out!r}: temporary files would mix with features; "
             "give them different folders"
@@ -237,7 +232,7 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
                      run.video_root, extractor.output_attrs)
     claims = None
     if sink.folder is not None:  # workers sharing the folder split the videos (utils/run/claims.py)
-        claims = ClaimBook(sink.claim_path, stale_s=run.lock_stale_s)
+        claims = claim_book_for(sink.folder, sink.claim_path, stale_s=run.lock_stale_s)
         try:
             check_writable_folder(sink.folder)
             # Skip only outputs made with the same settings; others stop the run here (utils/outputs/provenance.py).
@@ -284,8 +279,8 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
     return _finish(summary, report_path, stderr)
 
 
-def _finish(summary: RunSummary, report_path: Path | None, stderr: TextIO) -> int:
+def _finish(summary: RunSummary, report_path: object | None, stderr: TextIO) -> int:
     print(summary.format(), file=stderr)
     if report_path is not None:
-        print(f"Run report: {os.fspath(report_path)}", file=stderr)
+        print(f"Run report: {report_path}", file=stderr)
     return summary.exit_code

@@ -501,7 +501,7 @@ def run_on_ray(
             checkpoint_path=(None if extractor_settings.checkpoint_path is None
                              else os.path.abspath(extractor_settings.checkpoint_path)),
         )
-        worker_args = (extractor_cls, worker_settings, on_extraction, os.path.abspath(output_path), debug,
+        worker_args = (extractor_cls, worker_settings, on_extraction, absolute_name(output_path), debug,
                        max(1, int(plan.cpus_per_worker)), with_metadata,
                        None if video_root is None else absolute_name(video_root), storage_options())
         report_path = report_path_in(output_dir(output_path, extractor_cls.feature_type, extractor_settings.model_name))

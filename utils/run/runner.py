@@ -9,22 +9,26 @@ of them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.errors import UserError
 from r21d_features.utils.core.safe_fs import display_path, open_append_nofollow
-from r21d_features.utils.outputs.atomic import remove_temp_files
+from r21d_features.utils.core.object_store import ChangedMeanwhile, ObjectPath, store_of
 from r21d_features.utils.outputs.sinks import Sink
+from r21d_features.utils.outputs.storage import OutputPath, output_location, storage_of
 from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
 from r21d_features.utils.run.driver import Driver, ExtractsVideos, VideoOutcome, one_line_reason
 
@@ -33,9 +37,9 @@ log = logging.getLogger(__name__)
 REPORT_FILE_NAME = "run_report.jsonl"
 
 
-def report_path_in(folder: str | os.PathLike) -> Path:
-    """The run report of the outputs in ``folder``."""
-    return Path(folder) / REPORT_FILE_NAME
+def report_path_in(folder: str | os.PathLike) -> OutputPath:
+    """The run report of the outputs in ``folder`` (a key when ``folder`` is an object-store prefix)."""
+    return output_location(folder) / REPORT_FILE_NAME
 
 
 @dataclass
@@ -75,7 +79,7 @@ class RunReport:
     """
 
     def __init__(self, path: str | os.PathLike | None, extra: dict | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.path = output_location(path) if path is not None else None
         self.host = socket.gethostname()
         self.extra = dict(extra or {})
         self._warned = False
@@ -89,17 +93,87 @@ class RunReport:
         # Names that are not UTF-8 (Linux paths are bytes) are written as \udcXX escapes.
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = open_append_nofollow(self.path)
+            self._append(line)
+        except (OSError, UserError) as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: BaseException) -> None:
+        if not self._warned:
+            log.warning("cannot write the run report %s (%s); the summary below still lists every video",
+                        self.path, exc)
+            self._warned = True
+
+    def _append(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = open_append_nofollow(self.path)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Write what is still held back (nothing for a local report: each line is written at once)."""
+
+
+class ObjectRunReport(RunReport):
+    """The run report as one object (``run_report.jsonl`` under an ``s3://`` prefix).
+
+    An object cannot be appended to: lines are held back and added every ``flush_s`` seconds
+    and at :meth:`close` by rewriting the object with ``If-Match`` on the ETag read just
+    before, so workers sharing the report never drop each other's lines (a worker that lost
+    the race reads again and retries). A run killed with ``kill -9`` loses the lines of its
+    last ``flush_s`` seconds; its outputs are unaffected.
+    """
+
+    FLUSH_S = 15.0
+    MAX_TRIES = 50
+
+    def __init__(self, path: ObjectPath, extra: dict | None = None, flush_s: float = FLUSH_S) -> None:
+        super().__init__(path, extra)
+        self.flush_s = flush_s
+        self._held: list[bytes] = []
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _append(self, line: bytes) -> None:
+        with self._lock:
+            self._held.append(line)
+            due = time.monotonic() - self._last_flush >= self.flush_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the held lines to the report object."""
+        with self._lock:
+            lines, self._held = b"".join(self._held), []
+            self._last_flush = time.monotonic()
+        if not lines:
+            return
+        store = store_of(self.path)
+        for attempt in range(self.MAX_TRIES):
+            info = store.info(self.path)
             try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            if not self._warned:
-                log.warning("cannot write the run report %s (%s); the summary below still lists every video",
-                            self.path, exc)
-                self._warned = True
+                if info is None:
+                    store.put(self.path, lines, if_absent=True)
+                else:
+                    store.put(self.path, store.read_bytes(self.path) + lines, if_match=info.etag)
+                return
+            except (ChangedMeanwhile, FileExistsError, FileNotFoundError):
+                time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + random.random()))
+        raise OSError(errno.EAGAIN, f"the report kept changing under {self.MAX_TRIES} tries")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except (OSError, UserError) as exc:
+            self._warn(exc)
+
+
+def run_report_for(path: str | os.PathLike | None, extra: dict | None = None) -> RunReport:
+    """The run report at ``path``: a local file appended line by line, or an object (:class:`ObjectRunReport`)."""
+    if path is not None and isinstance(output_location(path), ObjectPath):
+        return ObjectRunReport(output_location(path), extra)
+    return RunReport(path, extra)
 
 
 class OutcomeLog:
@@ -110,7 +184,7 @@ class OutcomeLog:
     def __init__(self, total: int, report_path: str | os.PathLike | None, progress: bool,
                  report_extra: dict | None = None) -> None:
         self.summary = RunSummary()
-        self.report = RunReport(report_path, report_extra)
+        self.report = run_report_for(report_path, report_extra)
         self.bar = tqdm(total=total, unit="video", disable=not progress or not total, dynamic_ncols=True)
         self.frames_done = 0
         self.t_start = time.perf_counter()
@@ -134,6 +208,7 @@ class OutcomeLog:
 
     def close(self) -> None:
         self.bar.close()
+        self.report.close()
 
 
 class _Run:
@@ -178,7 +253,7 @@ class _Run:
                 failed_by = self.claims.failed_elsewhere(path)
                 done = self.sink.is_done(path)
                 for output in self.sink.output_paths(path):
-                    remove_temp_files(output)  # a killed writer's leftovers (record, metadata, features)
+                    storage_of(output).remove_leftovers(output)  # a killed writer's (record, metadata, features)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
@@ -253,7 +328,10 @@ def run_extraction(
     """
     driver = Driver(extractor, sink, on_result=on_result, debug=debug, with_metadata=with_metadata)
     early: list[VideoOutcome] = []
-    todo = list(driver.admitted(video_paths, early.append))
+    folder = sink.folder
+    # Outputs that exist are found in one listing of the folder (re-checked under each claim).
+    with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
+        todo = list(driver.admitted(video_paths, early.append))
     failed_early = [o for o in early if o.status == "failed"]
     outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
     run = _Run(driver, outcome_log, claims)

@@ -13,6 +13,7 @@ from r21d_features.utils.core.errors import SettingsError
 from r21d_features.utils.core.object_store import is_object_url, key_problem
 from r21d_features.utils.core.settings import setting
 from r21d_features.utils.outputs.sinks import ON_EXTRACTION_CHOICES
+from r21d_features.utils.outputs.storage import writable_problem
 
 RUNNERS = ("local", "ray")
 
@@ -63,20 +64,34 @@ class RunSettings:
             problem = object_url_problem(key, getattr(self, key))
             if problem:
                 raise SettingsError(problem)
+        problem = object_output_problem(self)
+        if problem:
+            raise SettingsError(problem)
 
 
 def object_url_problem(key: str, value: Any) -> str | None:
     """Why the URL given as ``key`` cannot be used (one line), or None (also for local paths)."""
     if not isinstance(value, str) or "://" not in value:
         return None
-    if key == "output_path":
-        # Only videos and lists are read from object stores today; features go to a local (or mounted) folder.
-        return (f"output_path={value!r}: features are written to a local or mounted folder only; give a folder "
-                "path (mount the bucket, e.g. with s3fs-fuse or gcsfuse, to write into it)")
     if not is_object_url(value):
         return (f"{key}={value!r}: only s3://, gs:// and az:// URLs are read (http(s) and other URLs are not); "
                 "give a local path or an object-store URL")
+    if key == "output_path":
+        return writable_problem(value) or key_problem(value)
     return key_problem(value)
+
+
+def object_output_problem(run: "RunSettings") -> str | None:
+    """Why ``run``'s other settings cannot write to its object-store ``output_path`` (one line), or None."""
+    if not is_object_url(run.output_path) or run.on_extraction == "print":
+        return None
+    if run.on_extraction == "save_hdf5":
+        return (f"on_extraction=save_hdf5 writes one HDF5 file in a folder, not to {run.output_path}; use "
+                "save_numpy or save_pickle (one object per video), or a local output_path and copy the file up")
+    if run.save_plots:
+        return (f"save_plots=true draws pictures into a folder, not into {run.output_path}; set save_plots=false, "
+                "or use a local output_path")
+    return None
 
 
 class RaySetupError(SettingsError):
