@@ -352,19 +352,22 @@ def test_cli_joins_cluster_and_survives_a_killed_worker(dataset: dict, reference
 
 
 @pytest.mark.ray
-def test_ray_workers_read_videos_from_an_object_store(dataset: dict, reference: dict, ray_cluster: str, s3,
-                                                      tmp_path: Path) -> None:
+def test_ray_workers_read_and_write_an_object_store(dataset: dict, reference: dict, ray_cluster: str, s3,
+                                                   tmp_path: Path) -> None:
     good = dataset["good"][:3]
     urls = [s3.upload(f"ray/{Path(p).name}", Path(p)) for p in good]
-    out = tmp_path / "out"
-    settings = {**_settings(dataset, out, runner="ray", ray_num_workers=2), "video_paths": urls,
+    out = "s3://videos/ray out"
+    settings = {**_settings(dataset, tmp_path / "out", runner="ray", ray_num_workers=2), "video_paths": urls,
+                "output_path": out,
                 "storage_options": s3.options()}  # the workers started before the server: options, not the environment
     stderr = io.StringIO()
     code = run_cli(settings, stdout=io.StringIO(), stderr=stderr)
     assert code == 0, stderr.getvalue()
     assert "Summary: 3 done, 0 skipped, 0 failed, of 3 videos" in stderr.getvalue()
-    got = _outputs(out)
+    assert f"Run report: {out}/r21d/{MODEL}/run_report.jsonl" in stderr.getvalue()
     for path in good:
         name = f"{Path(path).stem}_r21d.npy"
-        np.testing.assert_array_equal(got[name], reference[name], err_msg=name)
-    assert sorted(r["path"] for r in _report(out)) == sorted(urls)
+        got = load_feature_file(f"{out}/r21d/{MODEL}/{name}")
+        np.testing.assert_array_equal(got, reference[name], err_msg=name)
+    report = s3.client.get_object(Bucket="videos", Key=f"ray out/r21d/{MODEL}/run_report.jsonl")["Body"].read()
+    assert sorted(json.loads(line)["path"] for line in report.splitlines()) == sorted(urls)

@@ -170,7 +170,7 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
     (one line: how many, which entries differ, an example, the two ways out) otherwise.
     Outputs that are missing or do not load are not judged: they are extracted anyway.
     """
-    folder = getattr(sink, "folder", None)
+    folder = sink.folder
     # One listing of the output folder answers "is there an output?" for every video at once.
     with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
         stale = _stale_outputs(sink, video_paths)
