@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -73,6 +74,7 @@ def measure(videos: int, seconds: int, rounds: int, work: Path) -> dict[str, Any
 
     specs = [_spec("360p", seconds, 25, index) for index in range(videos)]
     paths = make_dataset("object-store", work / "videos", specs=specs)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's request log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

@@ -200,6 +200,9 @@ def store_for(scheme: str) -> "ObjectStore":
             options = dict(_options.get(scheme, {}))
             if protocol == "s3":
                 options.setdefault("use_listings_cache", False)  # objects change under a long run
+            # Our own cache, not fsspec's: its instances keep the endpoint and credentials of the
+            # environment they were first made in.
+            options["skip_instance_cache"] = True
             store = _stores[scheme] = ObjectStore(scheme, fsspec.filesystem(protocol, **options))
         return store
 
@@ -276,13 +279,14 @@ class ObjectStore:
             return False
 
     # ------------------------------------------------------------------ reads
-    def info(self, path: ObjectPath) -> ObjectInfo | None:
-        """Size and kind of ``path``; None when there is no such object."""
+    def info(self, path: ObjectPath, check_bucket: bool = True) -> ObjectInfo | None:
+        """Size and kind of ``path``; None when there is no such object (``check_bucket``: and
+        :class:`ObjectStoreError` when its bucket is missing; a run writing outputs checked it once)."""
         try:
             self.fs.invalidate_cache(path.key)
             data = self.fs.info(path.key)
         except FileNotFoundError:
-            if not self.bucket_exists(path):
+            if check_bucket and not self.bucket_exists(path):
                 raise self._no_bucket(path) from None
             return None
         except Exception as exc:  # noqa: BLE001

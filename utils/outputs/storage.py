@@ -130,7 +130,7 @@ class ObjectStorage:
     def exists(self, path: ObjectPath) -> bool:
         known, info = self._listed_info(path)
         if not known:
-            info = store_of(path).info(path)
+            info = store_of(path).info(path, check_bucket=False)
         return info is not None and not info.is_dir
 
     def info(self, path: ObjectPath) -> ObjectInfo | None:

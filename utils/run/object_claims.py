@@ -57,7 +57,7 @@ class ObjectClaimBook(ClaimBook):
 
     def _look(self, lock: ObjectPath) -> tuple[ClaimOwner | None, bytes, float]:
         store = store_of(lock)
-        info = store.info(lock)
+        info = store.info(lock, check_bucket=False)
         if info is None:
             raise FileNotFoundError(errno.ENOENT, "no claim", str(lock))
         raw = store.read_bytes(lock, READ_SMALL_MAX_BYTES)
@@ -82,7 +82,7 @@ class ObjectClaimBook(ClaimBook):
 
     @staticmethod
     def _exists(path: ObjectPath) -> bool:
-        return store_of(path).info(path) is not None
+        return store_of(path).info(path, check_bucket=False) is not None
 
     @staticmethod
     def _write_marker(path: ObjectPath, content: bytes) -> None:

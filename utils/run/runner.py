@@ -151,7 +151,7 @@ class ObjectRunReport(RunReport):
             return
         store = store_of(self.path)
         for attempt in range(self.MAX_TRIES):
-            info = store.info(self.path)
+            info = store.info(self.path, check_bucket=False)
             try:
                 if info is None:
                     store.put(self.path, lines, if_absent=True)
