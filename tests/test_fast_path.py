@@ -84,8 +84,9 @@ def test_many_videos_decoded_ahead_match_the_reference_flow(checkpoints, referen
 
 def test_bf16_stays_close_to_the_reference_flow_in_fp32(checkpoints, reference_r18, make_video):
     video = make_video("clip.mp4", num_frames=16, height=96, width=128)
-    got = r18_extractor(checkpoints, stack_size=8, step_size=8, precision="bf16").extract(video)["r21d"]
-    want = reference_features(reference_r18, str(video), 8, 8)
+    # Two windows of two frames in one batch of two: bf16 without native support is emulated and slow.
+    got = r18_extractor(checkpoints, stack_size=2, step_size=14, precision="bf16", batch_size=2).extract(video)["r21d"]
+    want = reference_features(reference_r18, str(video), 2, 14)
     assert got.shape == want.shape == (2, 512)
     # bf16 keeps 8 bits of mantissa: about 1e-2 of the largest feature, never more than a few.
     assert 0 < rel_err(got, want) <= 5e-2

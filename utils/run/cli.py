@@ -180,6 +180,9 @@ def _run_cli(values: dict[str, Any], settings_class_for: Callable[[str], type],
         if run.runner == "ray":
             from r21d_features.utils.run.ray_runner import run_on_ray  # noqa: PLC0415 (Ray and torch load here)
 
+            if is_object_url(run.output_path) and run.on_extraction != "print":
+                check_writable_folder(run.output_path)  # a missing bucket stops here, not in every worker
+
             # Workers build the extractor; setup problems still come back before any video is touched.
             summary, report_path = run_on_ray(
                 paths, extractor_cls, extractor_settings,

@@ -29,6 +29,7 @@ from typing import Callable
 
 from r21d_features.utils.core.object_store import ChangedMeanwhile, ObjectPath, ObjectStoreError, store_of
 from r21d_features.utils.core.safe_fs import READ_SMALL_MAX_BYTES
+from r21d_features.utils.outputs.storage import storage_of
 from r21d_features.utils.run.claims import ClaimBook, ClaimOwner, _parse_owner
 
 
@@ -82,7 +83,7 @@ class ObjectClaimBook(ClaimBook):
 
     @staticmethod
     def _exists(path: ObjectPath) -> bool:
-        return store_of(path).info(path, check_bucket=False) is not None
+        return storage_of(path).exists(path)  # from the folder's listing while one is taken
 
     @staticmethod
     def _write_marker(path: ObjectPath, content: bytes) -> None:

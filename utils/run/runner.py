@@ -149,6 +149,14 @@ class ObjectRunReport(RunReport):
             self._last_flush = time.monotonic()
         if not lines:
             return
+        try:
+            self._add_to_object(lines)
+        except BaseException:
+            with self._lock:  # kept for the next flush (or close)
+                self._held.insert(0, lines)
+            raise
+
+    def _add_to_object(self, lines: bytes) -> None:
         store = store_of(self.path)
         for attempt in range(self.MAX_TRIES):
             info = store.info(self.path, check_bucket=False)
@@ -332,12 +340,14 @@ def run_extraction(
     # Outputs that exist are found in one listing of the folder (re-checked under each claim).
     with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
         todo = list(driver.admitted(video_paths, early.append))
+        if claims is not None:
+            for outcome in early:
+                if outcome.status == "skipped":
+                    claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
     failed_early = [o for o in early if o.status == "failed"]
     outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
     run = _Run(driver, outcome_log, claims)
     for outcome in early:
-        if claims is not None and outcome.status == "skipped":
-            claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
         run.record(outcome, counted=outcome.status == "failed")
     try:
         run.extract(todo)
