@@ -205,7 +205,7 @@ def test_partial_file_of_a_killed_writer_never_counts_and_is_cleaned_up(tmp_path
     sink = FileSink(tmp_path, "r21d", MODEL, "npy", FEATURE_DIM)
     video = str(good_clips[4])
     sink.folder.mkdir(parents=True)
-    partial = sink.folder / ".clip04_r21d.npy.0123456789ab.tmp"
+    partial = sink.folder / ".clip04_r21d.npy.tmp"
     partial.write_bytes(b"\x93NUMPY\x01\x00")  # what kill -9 during np.save leaves
     truncated = sink.path_for(str(good_clips[5]))
     truncated.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'")  # a foreign, cut-off file under the final name

@@ -84,8 +84,8 @@ def test_leftovers_of_a_killed_writer_are_swept_for_every_file_of_the_video(tmp_
     assert run_main(*args, env=ONE_THREAD).returncode == 0
     folder = feature_folder(out)
     stem = good_clips[0].stem
-    planted = [folder / f"..{stem}_r21d.npy.provenance.json.0123456789ab.tmp",
-               folder / f".{stem}_fps.npy.0123456789ab.tmp", folder / f".{stem}_r21d.npy.0123456789ab.tmp"]
+    planted = [folder / f"..{stem}_r21d.npy.provenance.json.tmp",
+               folder / f".{stem}_fps.npy.tmp", folder / f".{stem}_r21d.npy.tmp"]
     for leftover in planted:
         leftover.write_bytes(b"half written")
     (folder / f"{stem}_r21d.npy").unlink()  # killed before the features landed: extracted again
