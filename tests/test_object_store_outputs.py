@@ -39,7 +39,9 @@ def listed(*names: object) -> str:
 
 
 def extract(*args: str):
-    return run_here("feature_type=r21d", "device=cpu", "progress=false", "on_extraction=save_numpy", *args)
+    """The command line, with short windows (4 frames every 4) unless ``args`` set the step."""
+    window = ("stack_size=4",) + (() if any(a.startswith("step_size=") for a in args) else ("step_size=4",))
+    return run_here("feature_type=r21d", "device=cpu", "progress=false", "on_extraction=save_numpy", *window, *args)
 
 
 def objects(s3, prefix: str) -> dict[str, dict]:
@@ -61,7 +63,8 @@ def body(s3, key: str) -> bytes:
 
 @pytest.fixture
 def videos(make_video):
-    return [make_video("a clip.mp4", num_frames=40), make_video("vidéo ü.avi", num_frames=36, seed=1), SAMPLES[0]]
+    return [make_video("a clip.mp4", num_frames=40), make_video("vidéo ü.avi", num_frames=36, seed=1),
+            make_video("third.mp4", num_frames=20, height=64, width=80, seed=2)]
 
 
 def test_a_run_into_the_store_leaves_the_files_of_a_local_run_and_an_unchanged_rerun_rewrites_nothing(
@@ -103,7 +106,7 @@ def test_other_settings_are_refused_before_any_work_and_overwrite_redoes_them(s3
     before = objects(s3, "runs/provenance")
     proc = extract(f"video_paths={listed(*videos[:2])}", f"output_path={out}", "on_extraction=save_pickle",
                    "step_size=8", ckpt)
-    assert proc.returncode == 2 and "2 existing output(s)" in proc.stderr and "step_size=16 (now 8)" in proc.stderr
+    assert proc.returncode == 2 and "2 existing output(s)" in proc.stderr and "step_size=4 (now 8)" in proc.stderr
     assert f"in {out}/r21d/{R18}" in proc.stderr
     assert objects(s3, "runs/provenance") == before  # nothing written, nothing removed
     local = tmp_path / "local"
