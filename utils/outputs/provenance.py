@@ -26,7 +26,6 @@ in the extractor's ``provenance()``; older records lacking it then differ, as th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ import numpy as np
 
 from r21d_features.utils.core.errors import SettingsError
 from r21d_features.utils.core.safe_fs import READ_SMALL_MAX_BYTES, display_path, hidden_path
-from r21d_features.utils.outputs.storage import storage_of
+from r21d_features.utils.outputs.storage import listed, storage_of
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +169,8 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
     (one line: how many, which entries differ, an example, the two ways out) otherwise.
     Outputs that are missing or do not load are not judged: they are extracted anyway.
     """
-    folder = sink.folder
     # One listing of the output folder answers "is there an output?" for every video at once.
-    with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
+    with listed(sink.folder):
         stale = _stale_outputs(sink, video_paths)
     if not stale or overwrite:
         if stale:

@@ -133,10 +133,6 @@ class ObjectStorage:
             info = store_of(path).info(path, check_bucket=False)
         return info is not None and not info.is_dir
 
-    def info(self, path: ObjectPath) -> ObjectInfo | None:
-        """Size, ETag and the store's time of the last write of ``path`` (None: missing); never from a listing."""
-        return store_of(path).info(path)
-
     def read(self, path: ObjectPath, max_bytes: int | None = None) -> bytes:
         return store_of(path).read_bytes(path, max_bytes)
 
@@ -184,3 +180,8 @@ _OBJECTS = ObjectStorage()
 def storage_of(path: OutputPath) -> Storage:
     """The storage ``path`` lives in."""
     return _OBJECTS if isinstance(path, ObjectPath) else _LOCAL
+
+
+def listed(folder: OutputPath | None) -> contextlib.AbstractContextManager[None]:
+    """:meth:`Storage.listed` of ``folder`` (nothing when outputs are not saved: ``folder`` None)."""
+    return contextlib.nullcontext() if folder is None else storage_of(folder).listed(folder)

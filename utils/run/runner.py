@@ -9,7 +9,6 @@ of them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -28,7 +27,7 @@ from r21d_features.utils.core.errors import UserError
 from r21d_features.utils.core.safe_fs import display_path, open_append_nofollow
 from r21d_features.utils.core.object_store import ChangedMeanwhile, ObjectPath, store_of
 from r21d_features.utils.outputs.sinks import Sink
-from r21d_features.utils.outputs.storage import OutputPath, output_location, storage_of
+from r21d_features.utils.outputs.storage import OutputPath, listed, output_location, storage_of
 from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
 from r21d_features.utils.run.driver import Driver, ExtractsVideos, VideoOutcome, one_line_reason
 
@@ -336,9 +335,8 @@ def run_extraction(
     """
     driver = Driver(extractor, sink, on_result=on_result, debug=debug, with_metadata=with_metadata)
     early: list[VideoOutcome] = []
-    folder = sink.folder
     # Outputs that exist are found in one listing of the folder (re-checked under each claim).
-    with storage_of(folder).listed(folder) if folder is not None else contextlib.nullcontext():
+    with listed(sink.folder):
         todo = list(driver.admitted(video_paths, early.append))
         if claims is not None:
             for outcome in early:
