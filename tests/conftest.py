@@ -13,7 +13,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from r21d_features.main import run_command
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Test processes side by side (pytest -n 2) share the cores: one thread each, set before torch
+    # loads, and inherited by the subprocesses the tests start, so that runs in a test process and
+    # in a subprocess compute with the same thread count (and give the same floats).
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+from r21d_features.main import run_command  # noqa: E402 (after the thread settings)
 from tests.helpers import synthetic_frames, write_video
 from tests.reference_oracle import FLAVOURS, make_checkpoint
 

@@ -51,13 +51,12 @@ def test_the_figure_script_measures_and_draws_on_tiny_inputs(tmp_path):
     out, report = tmp_path / "img", tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.figures", "--out", str(out), "--json", str(report),
-         "--batches", "1,2", "--rounds", "1", "--lengths", "1,2", "--resolution", "240p",
+         "--batches", "1", "--rounds", "1", "--lengths", "1,2", "--resolution", "240p",
          "--videos", str(tmp_path / "videos"), "--work", str(tmp_path / "work")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(report.read_text())
-    assert [(r["precision"], r["batch"]) for r in data["throughput"]] == [
-        ("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]
+    assert [(r["precision"], r["batch"]) for r in data["throughput"]] == [("fp32", 1), ("bf16", 1)]
     assert all(r["frames_per_s"] > 0 for r in data["throughput"])
     assert [(r["length_s"], r["frames"]) for r in data["lengths"]] == [(1, 25), (1, 25), (2, 50), (2, 50)]
     assert all(r["wall_s"] > 0 and r["peak_rss_mib"] > 100 for r in data["lengths"])

@@ -279,6 +279,8 @@ class _InterruptedExtractor:
 
 def test_writer_thread_never_loses_a_result_on_ctrl_c(tmp_path, monkeypatch):
     paths = [str(tmp_path / f"v{i}.mp4") for i in range(6)]
+    for path in paths:  # the fake extractor never reads them, but a missing file fails before any work
+        Path(path).touch()
     sink = make_sink("save_numpy", str(tmp_path / "out"), "r21d", R18, 512, None)
     slow_write = sink.write
 

@@ -124,7 +124,10 @@ def test_several_workers_on_one_folder_extract_everything_once(tmp_path, checkpo
     done = Counter(r["path"] for r in records if r["status"] == "done")
     failed = Counter(r["path"] for r in records if r["status"] == "failed")
     assert done == {str(c): 1 for c in good_clips}  # no video extracted twice
-    assert failed == {str(b): 1 for b in bad}  # each bad input tried and reported once
+    # A file that does not decode is tried once; a missing one costs each worker one stat (no
+    # claim, no marker), so every worker reports it.
+    assert failed == {str(bad[0]): WORKERS, str(bad[1]): 1}
+    assert not list(feature_folder(out).glob(f".{bad[0].stem}*"))
     assert len({r["pid"] for r in records if r["status"] == "done"}) >= 2  # the work was shared
     for pid, code in codes.items():
         own_failures = [r for r in records if r["pid"] == pid and r["status"] == "failed"]
@@ -159,11 +162,12 @@ def test_bad_inputs_give_one_clear_line_each_and_a_failing_exit_status(tmp_path,
 def test_debug_shows_the_traceback_of_a_failure(tmp_path, checkpoint_file, caplog):
     settings = dict(feature_type="r21d", model_name=MODEL, device="cpu", stack_size=STACK, step_size=STEP,
                     checkpoint_path=str(checkpoint_file), on_extraction="save_numpy", output_path=str(tmp_path),
-                    video_paths=[str(tmp_path / "missing.mp4")], progress=False, debug=True)
+                    video_paths=[str(tmp_path / "notes.mp4")], progress=False, debug=True)
+    (tmp_path / "notes.mp4").write_text("not a video\n")
     with caplog.at_level(logging.ERROR):
         assert run_cli(settings, stdout=io.StringIO(), stderr=io.StringIO()) == 1
     [record] = [r for r in caplog.records if r.exc_info]
-    assert "file not found" in str(record.exc_info[1])
+    assert "cannot be opened as a video" in str(record.exc_info[1])
 
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3, 5])

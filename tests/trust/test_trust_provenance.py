@@ -12,7 +12,7 @@ import torch
 
 from tests.helpers import write_test_video
 from tests.trust.trust_helpers import (MODEL, assert_no_traceback, cli_args, failed_lines, features, features_folder,
-                                       leftovers, run)
+                                       leftovers, run, run_in_process)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_rerun_with_other_settings_stops_then_overwrite_redoes_and_resumes(tmp_p
         ("random_weights=false", f"checkpoint_path={checkpoints[MODEL]}"): ["weights=random (now sha256:"],
     }
     for change, named in cases.items():
-        proc = run(cli_args(tmp_path, videos(clips), *change))
+        proc = run_in_process(cli_args(tmp_path, videos(clips), *change))
         assert proc.returncode == 2, proc.stderr
         assert_no_traceback(proc)
         lines = error_lines(proc.stderr)
@@ -81,7 +81,7 @@ def test_output_without_a_record_is_unknown_provenance(tmp_path, clips):
     record = folder / f".{clips[0].stem}_r21d.npy.provenance.json"
     assert record.is_file()
     record.unlink()  # as an older version left it
-    proc = run(cli_args(tmp_path, videos(clips)))
+    proc = run_in_process(cli_args(tmp_path, videos(clips)))
     assert proc.returncode == 2
     assert "no provenance record" in proc.stderr and "overwrite=true" in proc.stderr, proc.stderr
     proc = run(cli_args(tmp_path, videos(clips), "overwrite=true"))

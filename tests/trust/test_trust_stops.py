@@ -15,7 +15,7 @@ import pytest
 from tests.reliability.reliability_helpers import make_clip
 from tests.helpers import write_test_video
 from tests.trust.trust_helpers import (ENV, MODEL, cli_args, features, features_folder,
-                                       leftovers, main_command, processes_mentioning, run)
+                                       leftovers, main_command, processes_mentioning, run_in_process)
 from tests.conftest import REPO_ROOT
 
 
@@ -72,7 +72,7 @@ def test_signal_stops_cleanly_and_the_same_command_resumes(tmp_path, slow_clip, 
     assert processes_mentioning(os.fspath(tmp_path)) == []  # ffmpeg gone too
     assert not (features_folder(tmp_path) / "slow_r21d.npy").exists()
 
-    again = run(args)
+    again = run_in_process(args)  # the same command (in this process: the stop above is what needs its own)
     assert again.returncode == 0, again.stderr
     features(tmp_path, "slow"), features(tmp_path, "small")
     assert ("1 skipped" in again.stderr) == (when == "model"), again.stderr
@@ -89,7 +89,7 @@ def test_kill_9_during_a_reencode_leaves_no_orphan_and_the_next_run_cleans_up(tm
     wait_for(lambda: not processes_mentioning(os.fspath(tmp_path)), timeout_s=10)  # ffmpeg died with its parent
     assert partial_folders(tmp_path)  # what a kill -9 leaves ...
 
-    again = run(args)  # ... the next run removes (and takes over the dead worker's claim)
+    again = run_in_process(args)  # ... the next run removes (and takes over the dead worker's claim)
     assert again.returncode == 0, again.stderr
     features(tmp_path, "slow")
     assert leftovers(tmp_path) == []

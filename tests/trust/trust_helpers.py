@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_here
 from r21d_features.utils.outputs.sinks import load_feature_file
 
 MODEL = "r2plus1d_18_16_kinetics"
@@ -35,6 +35,12 @@ def run(args: list[str], timeout: float = 240, **kwargs) -> subprocess.Completed
     """``python main.py ARGS`` in a subprocess; stdout/stderr as text (undecodable bytes replaced)."""
     return subprocess.run(main_command(args), cwd=REPO_ROOT, env=ENV, capture_output=True, timeout=timeout,
                           text=True, errors="replace", **kwargs)
+
+
+def run_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """What :func:`run` gives, from ``main.run_command`` in this process (no Python and torch to
+    start: for the runs of a test that only check a message and an exit status)."""
+    return run_here(*args)
 
 
 def features_folder(out: Path) -> Path:

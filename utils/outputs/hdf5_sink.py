@@ -19,6 +19,11 @@ flush time). A dataset without ``complete`` is ignored everywhere. Parts are ope
 read-only and without HDF5's file locks (other writers' parts, network file systems); a
 part that cannot be read is skipped, and set aside as ``<name>.damaged`` once its writer
 is known to be gone (same host, process exited), never crashing the run.
+
+Claims and failure marks of workers sharing the folder sit in ``<folder>/.claims/``, so the
+folder itself holds only the parts, the merged file and the run report: finding other workers'
+parts (a listing of the folder, for every video not yet known done) costs the same at the
+millionth video as at the first.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ PROVENANCE_ATTR = "provenance"  # JSON of what made the dataset (utils/outputs/p
 # Object headers of HDF5 1.8 keep attributes of any size (window spans of long videos pass
 # the 64 KB of the oldest format); files stay readable by HDF5 >= 1.8.
 LIBVER = "v108"
+CLAIMS_FOLDER = ".claims"  # under the output folder: claims and failure marks, out of the parts' listing
 INSTALL_HINT = 'pip install h5py (or pip install ".[hdf5]")'
 
 
@@ -163,7 +169,9 @@ class Hdf5Sink:
         return output_file(self.folder, video_path, self.video_root, f"_{key or self.feature_type}{PART_SUFFIX}")
 
     def claim_path(self, video_path: str) -> Path:
-        return self.path_for(video_path)
+        """Where the video's claim and failure mark sit: ``<folder>/.claims/<video id>_r21d.h5``."""
+        return output_file(self.folder / CLAIMS_FOLDER, video_path, self.video_root,
+                           f"_{self.feature_type}{PART_SUFFIX}")
 
     def output_paths(self, video_path: str) -> list[Path]:
         """The video's claim name: its dataset goes into this process's part file, so no file of

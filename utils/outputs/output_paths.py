@@ -18,10 +18,10 @@ Object URLs work the same way on their keys: ``video_root=s3://bucket/videos`` n
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path, PurePath
 from typing import Sequence
 
+from r21d_features.utils.core.path_table import groups_of_repeats
 from r21d_features.utils.core.object_store import SCHEMES, is_object_url, split_url, url_scheme
 from r21d_features.utils.video.path_list import PathListError
 
@@ -81,10 +81,8 @@ def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | N
     if video_root is not None and not is_object_url(video_root) and not Path(video_root).is_dir():
         raise PathListError(f"video_root={os.fspath(video_root)!r} is not a folder; give the folder that holds the "
                             "input tree, or null to name outputs by file name only")
-    by_id: dict[str, list[str]] = defaultdict(list)
-    for p in paths:
-        by_id[video_id(p, video_root)].append(p)
-    clashes = {vid: ps for vid, ps in by_id.items() if len(ps) > 1}
+    # O(n) without a dict of every id: only ids whose hash repeats are compared exactly.
+    clashes = groups_of_repeats(paths, lambda p: video_id(p, video_root))
     if clashes:
         vid, ps = next(iter(clashes.items()))
         more = f" (and {len(clashes) - 1} more clashing names)" if len(clashes) > 1 else ""

@@ -179,7 +179,7 @@ def check_existing_outputs(sink: Any, video_paths: Sequence[str], overwrite: boo
     kinds: list[str] = []
     for _, diff in stale:
         kinds += [d for d in diff if d not in kinds]
-    example = sink.claim_path(stale[0][0])
+    example = sink.output_paths(stale[0][0])[-1]  # the features file (a virtual name for HDF5)
     raise SettingsError(
         f"{len(stale)} existing output(s) in {display_path(str(example.parent))} were made with other settings ({'; '.join(kinds)}), "
         f"e.g. {display_path(example.name)}; choose another output_path, "

@@ -17,12 +17,13 @@ import random
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from r21d_features.utils.core.console import plural
+from r21d_features.utils.core.path_table import PathTable
 from r21d_features.utils.core.errors import UserError
 from r21d_features.utils.core.safe_fs import display_path, open_append_nofollow
 from r21d_features.utils.core.object_store import ChangedMeanwhile, ObjectPath, store_of
@@ -30,6 +31,7 @@ from r21d_features.utils.outputs.sinks import Sink
 from r21d_features.utils.outputs.storage import OutputPath, listed, output_location, storage_of
 from r21d_features.utils.run.claims import ClaimBook, ClaimOwner
 from r21d_features.utils.run.driver import Driver, ExtractsVideos, VideoOutcome, one_line_reason
+from r21d_features.utils.run.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +41,6 @@ REPORT_FILE_NAME = "run_report.jsonl"
 def report_path_in(folder: str | os.PathLike) -> OutputPath:
     """The run report of the outputs in ``folder`` (a key when ``folder`` is an object-store prefix)."""
     return output_location(folder) / REPORT_FILE_NAME
-
-
-@dataclass
-class RunSummary:
-    outcomes: list[VideoOutcome] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(o.status == status for o in self.outcomes)
-
-    @property
-    def failed(self) -> list[VideoOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-    def format(self) -> str:
-        lines = [
-            f"Summary: {self.count('done')} done, {self.count('skipped')} skipped, "
-            f"{self.count('failed')} failed, of {plural(len(self.outcomes), 'video')}"
-        ]
-        lines += [f"  FAILED {display_path(o.path)}: {o.reason}" for o in self.failed]
-        lines += [f"  warning {display_path(o.path)}: {w}" for o in self.outcomes for w in o.warnings]
-        return "\n".join(lines)
 
 
 class RunReport:
@@ -188,13 +165,23 @@ class OutcomeLog:
     :class:`RunReport`, a ``FAILED`` line on the console and the progress bar (videos,
     with the frames per second of the videos done so far)."""
 
-    def __init__(self, total: int, report_path: str | os.PathLike | None, progress: bool,
+    def __init__(self, total: int | None, report_path: str | os.PathLike | None, progress: bool,
                  report_extra: dict | None = None) -> None:
+        """``total``: videos the bar counts; None: no bar until :meth:`start_bar`."""
         self.summary = RunSummary()
         self.report = run_report_for(report_path, report_extra)
-        self.bar = tqdm(total=total, unit="video", disable=not progress or not total, dynamic_ncols=True)
+        self.progress = progress
+        self.bar = tqdm(disable=True)
+        if total is not None:
+            self.start_bar(total)
         self.frames_done = 0
         self.t_start = time.perf_counter()
+
+    def start_bar(self, total: int, initial: int = 0) -> None:
+        """The progress bar, over ``total`` videos of which ``initial`` are already counted."""
+        self.bar.close()
+        self.bar = tqdm(total=total, initial=initial, unit="video", disable=not self.progress or not total,
+                        dynamic_ncols=True)
 
     def restart_clock(self) -> None:
         """Frames per second count from now (e.g. once the first worker is ready)."""
@@ -334,20 +321,25 @@ def run_extraction(
     re-raises with the outcomes so far as ``exc.partial_summary``.
     """
     driver = Driver(extractor, sink, on_result=on_result, debug=debug, with_metadata=with_metadata)
-    early: list[VideoOutcome] = []
-    # Outputs that exist are found in one listing of the folder (re-checked under each claim).
-    with listed(sink.folder):
-        todo = list(driver.admitted(video_paths, early.append))
-        if claims is not None:
-            for outcome in early:
-                if outcome.status == "skipped":
-                    claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
-    failed_early = [o for o in early if o.status == "failed"]
-    outcome_log = OutcomeLog(len(todo) + len(failed_early), report_path, progress, report_extra)
+    outcome_log = OutcomeLog(None, report_path, progress, report_extra)
     run = _Run(driver, outcome_log, claims)
-    for outcome in early:
-        run.record(outcome, counted=outcome.status == "failed")
+    todo = PathTable()  # a million paths in about 70 MB (utils/core/path_table.py)
+    failed_early = 0
+
+    def decided_early(outcome: VideoOutcome) -> None:  # failed before any work, or skipped: the output exists
+        nonlocal failed_early
+        if outcome.status == "skipped" and claims is not None:
+            claims.drop_stale(outcome.path)  # a killed worker's claim on a video it had finished
+        failed_early += outcome.status == "failed"
+        run.record(outcome, counted=False)
+
+    # Outputs that exist are found in one listing of the folder (re-checked under each claim).
+    # Each early outcome is recorded as it is decided, so nothing per video is held but its path.
     try:
+        with listed(sink.folder):
+            for path in driver.admitted(video_paths, decided_early):
+                todo.append(path)
+        outcome_log.start_bar(len(todo) + failed_early, initial=failed_early)
         run.extract(todo)
         run.wait_for_others()
     except KeyboardInterrupt as exc:

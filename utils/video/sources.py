@@ -54,9 +54,11 @@ SIGNED_URL_S = 6 * 3600
 class Source(Protocol):
     """One video's bytes and its name.
 
-    ``name``: the video's name as the user gave it. ``problem()``: why it can never be read, in
-    one line, decided without opening it (None: nothing known against it; a missing file is
-    reported by :meth:`check`). ``check()``: raise :class:`VideoDecodeError` naming why it cannot
+    ``name``: the video's name as the user gave it. ``problem()``: why it cannot be read, in
+    one line, decided without opening it and without a request to a store (None: nothing known
+    against it; a missing local file is named here, from one ``stat``, so that it fails before
+    any claim or failure marker is written for it; a missing object is reported by :meth:`check`).
+    ``check()``: raise :class:`VideoDecodeError` naming why it cannot
     be read now (missing, a folder, empty, no permission). ``open()``: the bytes as a binary file
     object that can seek (the default decoder streams from it; the caller closes it).
     ``local_path()``: a local file holding the bytes, for the tools that open files by name
@@ -85,7 +87,10 @@ class LocalFile:
     name: str
 
     def problem(self) -> str | None:
-        return name_problem(self.name) or input_problem(self.name)
+        problem = name_problem(self.name) or input_problem(self.name)
+        if problem is None and not os.path.exists(self.name):
+            return "file not found"  # the words of check(), so the reason reads the same either way
+        return problem
 
     def check(self) -> None:
         check_readable_file(self.name)
