@@ -11,7 +11,8 @@ Runs the command line as users do (``python main.py``, one fresh process per run
 - **resume**: the finished output of the ``tiny`` run, run again (every video must be skipped).
 
 While a run goes, the benchmark counts the lines of its run report (one per video) every 20 ms;
-from those counts it prints videos/s per decade of the list (the first 1,000, 1,000 to 10,000,
+from those counts it prints when the first video was decided (after the start and the checks
+of the whole list), videos/s per decade of the list (the first 1,000, 1,000 to 10,000,
 10,000 to 100,000) and over the first and the last 2,000 entries, the wall time and the peak
 memory (RSS) of the run's process. ``--memory-lines N`` also runs a list of N missing files
 against a 10-line one and prints the memory the long list adds. The tiny clips are hard links
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{kind} {n}: the run did not end with {expect!r}:\n{run['stderr'][-2000:]}", file=sys.stderr)
                 return 1
             row = {"kind": kind, "videos": n, "wall_s": round(run["wall_s"], 2),
+                   "first_line_s": round(_time_at(samples, 1), 2),
                    "peak_rss_mb": round(run["peak_rss_mb"], 1), "videos_per_s": round(n / run["wall_s"], 1),
                    **{k: (None if v is None else round(v, 1)) for k, v in _rates(samples, n).items()},
                    "curve": samples}

@@ -22,7 +22,7 @@ import pytest
 from r21d_features.utils.core.object_store import ObjectPath, store_for
 from r21d_features.utils.outputs.sinks import load_feature_file
 from r21d_features.utils.run.object_claims import ObjectClaimBook
-from r21d_features.utils.run.runner import ObjectRunReport
+from r21d_features.utils.run.runner import ObjectRunReport, flush_pause_s
 from r21d_features.utils.run.driver import VideoOutcome
 from tests.conftest import REPO_ROOT, S3_BUCKET as BUCKET, S3_SECRET as SECRET, SAMPLES, run_here
 
@@ -39,8 +39,9 @@ def listed(*names: object) -> str:
 
 
 def short_windows(args) -> tuple[str, ...]:
-    """Short windows (4 frames every 4) unless ``args`` set the step."""
-    return ("stack_size=4",) + (() if any(a.startswith("step_size=") for a in args) else ("step_size=4",))
+    """Short windows, 4 frames every 16 (a quarter of the frames through the network: these tests
+    compare stores, not windows), unless ``args`` set the step."""
+    return ("stack_size=4",) + (() if any(a.startswith("step_size=") for a in args) else ("step_size=16",))
 
 
 def extract(*args: str):
@@ -111,7 +112,7 @@ def test_other_settings_are_refused_before_any_work_and_overwrite_redoes_them(s3
     before = objects(s3, "runs/provenance")
     proc = extract(f"video_paths={listed(*videos[:2])}", f"output_path={out}", "on_extraction=save_pickle",
                    "step_size=8", ckpt)
-    assert proc.returncode == 2 and "2 existing output(s)" in proc.stderr and "step_size=4 (now 8)" in proc.stderr
+    assert proc.returncode == 2 and "2 existing output(s)" in proc.stderr and "step_size=16 (now 8)" in proc.stderr
     assert f"in {out}/r21d/{R18}" in proc.stderr
     assert objects(s3, "runs/provenance") == before  # nothing written, nothing removed
     local = tmp_path / "local"
@@ -194,6 +195,19 @@ def test_workers_adding_to_one_report_object_never_drop_each_others_lines(s3):
     assert sorted(lines) == sorted(f"w{i}-{n}.mp4" for i in range(4) for n in range(15))
 
 
+def test_a_growing_report_object_is_rewritten_less_often(s3):
+    path = ObjectPath.from_url(f"s3://{BUCKET}/reports/growing.jsonl")
+    report = ObjectRunReport(path, flush_s=0.0)
+    report.add(VideoOutcome("first.mp4", "done"))  # flushed at once: the object is small
+    assert body(s3, "reports/growing.jsonl").count(b"\n") == 1
+    report._report_bytes = 50_000_000  # as if the report held 50 MB: the next flush waits 50 s
+    report.add(VideoOutcome("second.mp4", "done"))
+    assert body(s3, "reports/growing.jsonl").count(b"\n") == 1
+    report.close()  # the end of the run flushes what is held
+    assert body(s3, "reports/growing.jsonl").count(b"\n") == 2
+    assert flush_pause_s(15.0, 0) == 15.0 and flush_pause_s(15.0, 300_000_000) == 300.0
+
+
 def _worker(out: str, paths: list[str], ckpt: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "main.py"), "feature_type=r21d", "device=cpu", "progress=false",
@@ -227,7 +241,7 @@ def test_two_workers_on_one_prefix_extract_each_video_once(s3, ckpt, tmp_path, m
 def test_a_run_killed_mid_upload_leaves_only_whole_objects_and_the_rerun_finishes(s3, ckpt, make_video):
     paths = [make_video(f"k {i}.mp4", num_frames=64, seed=i) for i in range(8)]
     out, prefix = f"s3://{BUCKET}/runs/killed", "runs/killed"
-    worker = _worker(out, paths, ckpt, "batch_size=1")
+    worker = _worker(out, paths, ckpt, "batch_size=1", "step_size=4")  # 16 windows a video: killed mid-run
     deadline = time.time() + 300
     while time.time() < deadline and not any(k.endswith("_r21d.npy") for k in objects(s3, prefix)):
         time.sleep(0.05)
@@ -237,7 +251,7 @@ def test_a_run_killed_mid_upload_leaves_only_whole_objects_and_the_rerun_finishe
     assert 0 < len(saved) < len(paths)
     for key in saved:  # every object under a final name is whole
         assert load_feature_file(f"{out}/{key}").shape[1:] == (512,)
-    proc = extract(f"video_paths={listed(*paths)}", f"output_path={out}", ckpt)
+    proc = extract(f"video_paths={listed(*paths)}", f"output_path={out}", ckpt, "step_size=4")
     assert proc.returncode == 0, proc.stderr
     skipped = int(proc.stderr.split(" skipped")[0].rsplit(" ", 1)[1])
     assert skipped >= len(saved) and "0 failed" in proc.stderr

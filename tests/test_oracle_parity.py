@@ -82,7 +82,7 @@ def test_oracle_windows_follow_the_spec_example():
     "video,stack,step,batch,windows",
     [
         ("clip33", None, None, None, 2),  # r18 defaults: 16 / 16, one window per forward pass on a CPU
-        ("clip33", None, None, 16, 2),  # a padded batch (the GPU's default)
+        ("clip33", None, None, 4, 2),  # a padded batch: 2 windows and 2 of padding (a GPU pads to 16)
         ("clip20", 2, None, 2, 2),  # default step 16 with small windows: (0, 2), (16, 18)
         ("clip14", 5, 3, 2, 4),  # overlapping windows, the last one ends on the last frame, the last batch short
         ("clip14", 3, 5, 4, 3),  # gaps between windows

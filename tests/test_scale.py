@@ -207,7 +207,7 @@ def test_a_binary_file_given_as_a_list_is_refused_before_any_path_is_used(tmp_pa
 
 
 def test_a_long_list_is_held_in_bounded_memory_per_line(tmp_path):
-    n = 200_000
+    n = 50_000
     list_file = tmp_path / "list.txt"
     with open(list_file, "w") as f:
         for i in range(n):
@@ -233,7 +233,7 @@ def test_the_outcomes_of_a_run_are_given_back_as_added_in_little_memory():
                 VideoOutcome("b.mp4", "failed", "file not found"), VideoOutcome("ü.mp4", "skipped", "output exists")]
     table = Outcomes(outcomes)
     assert list(table) == outcomes and table[-1] == outcomes[-1] and table[:2] == outcomes[:2]
-    n = 100_000
+    n = 30_000
     tracemalloc.start()
     try:
         many = Outcomes(VideoOutcome(f"/data/crawl/video_{i:07d}.mp4", "failed", "file not found")

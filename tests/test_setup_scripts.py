@@ -144,9 +144,11 @@ def test_samples_install_no_extras_tests_add_test_and_ray_when_selected(fake, tm
                      "main.py feature_type=r21d file_with_video_paths=./sample/sample_video_paths.txt "
                      "show_pred=true device=cpu"]
     _, calls = run("run_tests.sh", "-m", "not ray", "-q", env=env)
-    assert calls == [f"-m pip install -q -e {ROOT}[test]", "-m pytest -m not ray -q"]
+    assert calls == [f"-m pip install -q -e {ROOT}[test]", "-m pytest -n 2 -m not ray -q"]  # two test processes
     _, calls = run("run_tests.sh", "-m", "ray", env=env)
-    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest -m ray"]
+    assert calls == [f"-m pip install -q -e {ROOT}[ray,test]", "-m pytest -m ray"]  # one Ray cluster at a time
+    _, calls = run("run_tests.sh", "-n", "0", "-q", env=env)
+    assert calls[-1] == "-m pytest -n 0 -q"
     _, calls = run("r21d", "--help", env=env)
     assert calls == [f"{ROOT}/main.py --help"]
 
@@ -165,7 +167,8 @@ def test_ci_installs_its_extras_once_and_builds_the_docs(fake, tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = [c for c in (tmp_path / "python_calls.log").read_text().splitlines() if c.startswith("-m ")
              or not c.startswith("-")]
-    assert calls == [f"-m pip install -q -e {ROOT}[docs,ray,test]", "-m pytest", "-m pytest -m slow", "-m pytest -m ray",
+    assert calls == [f"-m pip install -q -e {ROOT}[docs,ray,test]", "-m pytest -n 2 --durations=15",
+                     "-m pytest -n 2 -m slow --durations=15", "-m pytest -m ray --durations=5",
                      "benchmarks/gpu_check.py --quick --device cpu --out bench_out/gpu_check_ci",
                      "-m mkdocs build --strict --quiet --site-dir bench_out/site"]
 

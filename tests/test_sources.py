@@ -83,7 +83,7 @@ def test_a_local_file_reports_why_it_cannot_be_read(tmp_path):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
     assert "not a regular file" in open_source(str(fifo)).problem()
-    assert open_source(str(tmp_path / "missing.mp4")).problem() is None  # the decoder's check names it
+    assert open_source(str(tmp_path / "missing.mp4")).problem() == "file not found"  # one stat, before any claim
     with pytest.raises(VideoDecodeError, match="file not found"):
         open_source(str(tmp_path / "missing.mp4")).check()
     with pytest.raises(VideoDecodeError, match="is a directory"):

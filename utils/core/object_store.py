@@ -58,7 +58,7 @@ def url_scheme(name: str | PurePath) -> str | None:
     """The object-store scheme of ``name`` (``"s3"``, ``"gs"``, ...), or None for a local path."""
     if isinstance(name, ObjectPath):
         return name.scheme
-    if not isinstance(name, str):
+    if not isinstance(name, str) or "://" not in name:  # most names: a local path, no regex needed
         return None
     m = _URL.match(name)
     scheme = m.group(1).lower() if m else None
@@ -72,7 +72,7 @@ def is_object_url(name: Any) -> bool:
 
 def refused_scheme(name: Any) -> str | None:
     """``"http"`` or ``"https"`` when ``name`` is such a URL (never read), else None."""
-    m = _URL.match(name) if isinstance(name, str) else None
+    m = _URL.match(name) if isinstance(name, str) and "://" in name else None
     return m.group(1).lower() if m and m.group(1).lower() in REFUSED_SCHEMES else None
 
 

@@ -163,16 +163,20 @@ def _open_list_object(url: str) -> BinaryIO:
 
 
 def _drop_repeats(paths: PathTable) -> PathTable:
-    keep = first_of_each(paths, _same_input_key)
+    cwd = os.getcwd()
+    keep = first_of_each(paths, lambda p: _same_input_key(p, cwd))
     if not keep.all():
         paths.keep_only(keep.tolist())
     return paths
 
 
-def _same_input_key(path: str) -> str:
-    """What two names of one input share: the normalised URL of an object, the absolute local path."""
+def _same_input_key(path: str, cwd: str | None = None) -> str:
+    """What two names of one input share: the normalised URL of an object, the absolute local path
+    (``cwd``: the current folder, when the caller looked it up once for many paths)."""
     if not is_object_url(path):
-        return os.path.normpath(os.path.abspath(path))
+        if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":
+            return path  # already absolute and normal: what abspath would give
+        return os.path.normpath(os.path.join(cwd or os.getcwd(), path))  # abspath, one getcwd() per list
     return path if name_problem(path) else str(ObjectPath.from_url(path))
 
 
