@@ -50,7 +50,7 @@ class RunReport:
     sharing the file do not mix their lines (on local disks; NFS does not
     promise it). A report that cannot be written (full disk, or a symlink planted
     in its place, which is never followed) gives one warning and the run goes on:
-    the console summary still lists everything. ``extra``: fields added to every
+    the console still shows every failure as it happens. ``extra``: fields added to every
     line (e.g. ``"weights": "random"``).
     """
 
@@ -75,7 +75,7 @@ class RunReport:
 
     def _warn(self, exc: BaseException) -> None:
         if not self._warned:
-            log.warning("cannot write the run report %s (%s); the summary below still lists every video",
+            log.warning("cannot write the run report %s (%s); every failure is still printed as it happens",
                         self.path, exc)
             self._warned = True
 
