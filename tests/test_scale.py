@@ -225,7 +225,8 @@ def test_a_long_list_is_held_in_bounded_memory_per_line(tmp_path):
     # A Python list of these names holds ~100 bytes per line, and a set or dict of them for the
     # repeats and the output names as much again, with the whole file read at once on top.
     assert held / n < 70, f"{held / n:.0f} bytes per line held"
-    assert peak / n < 170, f"{peak / n:.0f} bytes per line at the peak"
+    # The peak also holds a fixed few MB (numpy's sort buffers, the first pages of the table).
+    assert peak < 170 * n + 4_000_000, f"{peak / n:.0f} bytes per line at the peak"
 
 
 def test_the_outcomes_of_a_run_are_given_back_as_added_in_little_memory():
