@@ -82,28 +82,26 @@ class PathTable(Sequence[str]):
         del data[write:]
         self._ends = kept
 
-    def nbytes(self) -> int:
-        """Bytes held (names and offsets), for the docs' memory figures."""
-        return len(self._data) + self._ends.itemsize * len(self._ends)
+
+def _suspects(items: Sequence[str], key: Callable[[str], Hashable]) -> list[int]:
+    """Indices (ascending) of the items whose ``key`` hash equals another item's: the only ones
+    that can share a key. O(n) calls of ``key`` plus a sort of n 8-byte hashes."""
+    hashes = np.fromiter((hash(key(item)) for item in items), dtype=np.int64, count=len(items))
+    order = np.argsort(hashes, kind="stable")
+    in_order = hashes[order]
+    repeated = np.flatnonzero(in_order[1:] == in_order[:-1])
+    return np.unique(np.concatenate([order[repeated], order[repeated + 1]])).tolist()
 
 
 def first_of_each(items: Sequence[str], key: Callable[[str], Hashable]) -> np.ndarray:
     """``keep[i]`` (bool, one per item): ``items[i]`` is the first with its ``key``.
 
-    O(n) calls of ``key`` plus a sort of n 8-byte hashes; exact keys are compared (and kept
-    in memory) only for the items whose hash repeats, so a hash collision never drops an item.
+    Exact keys are compared (and kept in memory) only for the items whose hash repeats
+    (:func:`_suspects`), so a hash collision never drops an item.
     """
-    n = len(items)
-    hashes = np.fromiter((hash(key(item)) for item in items), dtype=np.int64, count=n)
-    keep = np.ones(n, dtype=bool)
-    order = np.argsort(hashes, kind="stable")
-    in_order = hashes[order]
-    repeated = np.flatnonzero(in_order[1:] == in_order[:-1])
-    if not len(repeated):
-        return keep
-    suspects = np.unique(np.concatenate([order[repeated], order[repeated + 1]]))  # indices, ascending
+    keep = np.ones(len(items), dtype=bool)
     seen: set[Hashable] = set()
-    for i in suspects.tolist():
+    for i in _suspects(items, key):
         k = key(items[i])
         if k in seen:
             keep[i] = False
@@ -114,14 +112,8 @@ def first_of_each(items: Sequence[str], key: Callable[[str], Hashable]) -> np.nd
 
 def groups_of_repeats(items: Sequence[str], key: Callable[[str], Hashable]) -> dict[Hashable, list[str]]:
     """The items that share a ``key`` with another, grouped by key (first occurrence order);
-    same cost as :func:`first_of_each`."""
-    keep = first_of_each(items, key)
-    repeats = {key(items[i]) for i in np.flatnonzero(~keep).tolist()}
-    groups: dict[Hashable, list[str]] = {}
-    if not repeats:
-        return groups
-    for item in items:
-        k = key(item)
-        if k in repeats:
-            groups.setdefault(k, []).append(item)
-    return groups
+    exact keys only for the items whose hash repeats, as :func:`first_of_each`."""
+    by_key: dict[Hashable, list[str]] = {}
+    for i in _suspects(items, key):
+        by_key.setdefault(key(items[i]), []).append(items[i])
+    return {k: group for k, group in by_key.items() if len(group) > 1}
