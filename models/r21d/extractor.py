@@ -38,6 +38,7 @@ from r21d_features.utils.pipeline.batcher import BufferPool
 from r21d_features.utils.core.console import plural
 from r21d_features.utils.core.cpu import cpu_info
 from r21d_features.utils.core.errors import SettingsError, VideoError
+from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.video.ffmpeg import find_ffmpeg, private_reencoded_path, reencode_fps, reencoded_path
 from r21d_features.utils.outputs.metadata import window_metadata
 from r21d_features.utils.video.decoders import VideoDecodeError, VideoInfo, check_frame_count, open_video
@@ -318,7 +319,7 @@ class R21DExtractor:
                                        "one; set extraction_fps=null")
             # A name of its own: same-named videos of different folders (video_root) may be
             # re-encoded at the same time; the reference's name is given when it is kept.
-            tmp_file = reencode_fps(local or video_path, private_reencoded_path(self.tmp_dir, video_path),
+            tmp_file = reencode_fps(local or shown_name(video_path), private_reencoded_path(self.tmp_dir, video_path),
                                     self.settings.extraction_fps,
                                     timeout_s=self.settings.video_timeout_s, url=url)
             decoded_path = str(tmp_file)

@@ -15,6 +15,8 @@ from typing import Iterator, TextIO
 
 from tqdm import tqdm
 
+from r21d_features.utils.core.shard_names import shown_name
+
 LOG_FORMAT = "%(levelname)s: %(message)s"
 # The object-store clients log request headers (signatures, key ids) and signed URLs at DEBUG
 # and INFO: they stay at WARNING, debug=true included, so no credential reaches the console.
@@ -69,7 +71,7 @@ def write_block(text: str, stream: TextIO, end: str = "\n") -> None:
 
 def video_heading(what: str, video_path: str) -> str:
     """The first line of a printed block: which video it belongs to (``Features for a.mp4:``)."""
-    return f"{what} for {video_path}:"
+    return f"{what} for {shown_name(video_path)}:"
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

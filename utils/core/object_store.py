@@ -19,6 +19,7 @@ adds what the chain cannot express; those options are handed to fsspec and never
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -28,6 +29,7 @@ from pathlib import PurePath, PurePosixPath
 from typing import Any, BinaryIO, Mapping
 
 from r21d_features.utils.core.errors import SettingsError, UserError
+from r21d_features.utils.core.shard_names import MemberName
 
 # scheme -> (fsspec protocol, the package that implements it, the extra that installs it)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -147,9 +149,15 @@ class ObjectPath(PurePosixPath):
 
 def absolute_name(name: str) -> str:
     """``name`` as workers in another directory can use it: an object URL as it is, a local path
-    made absolute."""
+    made absolute (a shard member's shard)."""
+    member = MemberName.parse(name)
+    if member is not None:
+        return str(dataclasses.replace(member, shard=absolute_name(member.shard)))
     return name if is_object_url(name) else os.path.abspath(name)
 
+
+# How long a signed URL handed to ffmpeg (extraction_fps of an object) stays valid.
+SIGNED_URL_S = 6 * 3600
 
 # ---------------------------------------------------------------------- options and filesystems
 _options: dict[str, dict[str, Any]] = {}

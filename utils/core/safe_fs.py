@@ -26,6 +26,8 @@ import stat
 from pathlib import Path, PurePath
 from typing import Iterator
 
+from r21d_features.utils.core.shard_names import shown_name
+
 NAME_MAX_BYTES = 255
 # Room kept for the longest hidden suffix (".<12 hex>.tmp", ".lock.break", ".provenance.json").
 HIDDEN_SUFFIX_BYTES = 32
@@ -184,7 +186,8 @@ def utf8_openable(path: str) -> Iterator[str]:
 
 def display_path(path: str) -> str:
     """``path`` printable on any console: NUL and other control characters escaped, bytes that are
-    not UTF-8 (surrogate escapes) shown as ``\\xNN``."""
+    not UTF-8 (surrogate escapes) shown as ``\\xNN``; a video inside a tar shard as ``<shard>#<member>``."""
+    path = shown_name(path)
     try:
         text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no file name gave

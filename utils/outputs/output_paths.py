@@ -22,6 +22,7 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from r21d_features.utils.core.path_table import groups_of_repeats
+from r21d_features.utils.core.shard_names import MemberName
 from r21d_features.utils.core.object_store import SCHEMES, is_object_url, split_url, url_scheme
 from r21d_features.utils.video.path_list import PathListError
 
@@ -29,7 +30,10 @@ from r21d_features.utils.video.path_list import PathListError
 def video_id(video_path: str | os.PathLike, video_root: str | os.PathLike | None = None) -> str:
     """The name of ``video_path``'s outputs: its stem, or with ``video_root`` its path relative
     to it without the extension (``"cat/000"``). Raises :class:`PathListError` for a path
-    outside ``video_root``."""
+    outside ``video_root``. A video inside a tar shard is ``<shard's id>/<key>`` (``train-000/clip001``)."""
+    member = MemberName.parse(video_path)
+    if member is not None:
+        return member.id_under(video_id(member.shard, video_root))
     if is_object_url(video_path) or (video_root is not None and is_object_url(video_root)):
         return _object_video_id(str(video_path), None if video_root is None else str(video_root))
     if video_root is None:
@@ -75,6 +79,15 @@ def output_file(folder: str | os.PathLike, video_path: str | os.PathLike, video_
     return base / f"{video_id(video_path, video_root)}{suffix}"
 
 
+def _id_or_failing(path: str, video_root: str | os.PathLike | None) -> str:
+    """``path``'s video id; for a shard member that fails on its own (its problem found while the shard
+    was listed, e.g. a repeated key), its whole name: it writes nothing, so it clashes with nothing."""
+    member = MemberName.parse(path)
+    if member is not None and member.problem:
+        return "\x00" + path
+    return video_id(path, video_root)
+
+
 def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | None = None) -> None:
     """Refuse, before any work, an input outside ``video_root`` and two different inputs with
     the same video id (their outputs would overwrite each other)."""
@@ -82,7 +95,7 @@ def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | N
         raise PathListError(f"video_root={os.fspath(video_root)!r} is not a folder; give the folder that holds the "
                             "input tree, or null to name outputs by file name only")
     # O(n) without a dict of every id: only ids whose hash repeats are compared exactly.
-    clashes = groups_of_repeats(paths, lambda p: video_id(p, video_root))
+    clashes = groups_of_repeats(paths, lambda p: _id_or_failing(p, video_root))
     if clashes:
         vid, ps = next(iter(clashes.items()))
         more = f" (and {len(clashes) - 1} more clashing names)" if len(clashes) > 1 else ""

@@ -14,6 +14,7 @@ from r21d_features.utils.run.object_claims import claim_book_for
 from r21d_features.utils.core.console import video_heading, write_block
 from r21d_features.utils.core.errors import DeviceFailure, SettingsError, UserError
 from r21d_features.utils.core.object_store import is_object_url, set_storage_options
+from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.outputs.storage import output_location, storage_of
 from r21d_features.utils.outputs.output_paths import check_unique_outputs
 from r21d_features.utils.video.path_list import collect_video_paths, shard
@@ -257,7 +258,7 @@ def _run_local(run: RunSettings, extractor: Extractor, show_pred: bool, paths: l
             random_note = " - RANDOM WEIGHTS" if extractor.weights_source == "random" else ""
             written = save_video_plots(
                 folder, result.path, result.centre_features, result.window_bounds, result.fps, result.logits,
-                extractor.labels, title=f"{Path(result.path).name} - {extractor.model_name}{random_note}",
+                extractor.labels, title=f"{Path(shown_name(result.path)).name} - {extractor.model_name}{random_note}",
                 video_root=run.video_root,
             )
             log.info("plots of %s: %s", result.path, ", ".join(map(os.fspath, written)))

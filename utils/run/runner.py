@@ -26,6 +26,7 @@ from r21d_features.utils.core.console import plural
 from r21d_features.utils.core.path_table import PathTable
 from r21d_features.utils.core.errors import UserError
 from r21d_features.utils.core.safe_fs import display_path, open_append_nofollow
+from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.core.object_store import ChangedMeanwhile, ObjectPath, store_of
 from r21d_features.utils.outputs.sinks import Sink
 from r21d_features.utils.outputs.storage import OutputPath, listed, output_location, storage_of
@@ -64,6 +65,7 @@ class RunReport:
         if self.path is None:
             return
         fields = asdict(outcome)
+        fields["path"] = shown_name(fields["path"])  # a shard member as <shard>#<member>
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": fields.pop("host") or self.host,
                   "pid": fields.pop("pid") or os.getpid(), **fields, **self.extra}
         # Names that are not UTF-8 (Linux paths are bytes) are written as \udcXX escapes.

@@ -21,6 +21,7 @@ from pathlib import Path
 from r21d_features.utils.core.processes import pid_alive
 from r21d_features.utils.core.errors import SettingsError, VideoError
 from r21d_features.utils.core.safe_fs import bounded_name, input_problem
+from r21d_features.utils.core.shard_names import name_stem
 from r21d_features.utils.core.processes import forget, spawn
 
 # A re-encode still running after this long is stuck (e.g. on a file that never ends);
@@ -62,7 +63,7 @@ def find_ffmpeg() -> str:
 def reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
     """``<tmp_dir>/<stem>_new_fps.mp4``, the file name the reference uses (shortened with a hash
     when it would pass the 255-byte limit of a name)."""
-    return Path(tmp_dir) / bounded_name(f"{Path(video_path).stem}_new_fps.mp4")
+    return Path(tmp_dir) / bounded_name(f"{name_stem(os.fspath(video_path))}_new_fps.mp4")
 
 
 def _host_tag() -> str:
@@ -97,7 +98,7 @@ def sweep_partials(tmp_dir: str | os.PathLike) -> list[Path]:
 
 def private_reencoded_path(tmp_dir: str | os.PathLike, video_path: str | os.PathLike) -> Path:
     """A hidden name in ``tmp_dir`` that no other re-encode uses (this process, a random part)."""
-    return Path(tmp_dir) / bounded_name(f".{Path(video_path).stem}_new_fps.{os.getpid()}.{uuid.uuid4().hex[:8]}.mp4")
+    return Path(tmp_dir) / bounded_name(f".{name_stem(os.fspath(video_path))}_new_fps.{os.getpid()}.{uuid.uuid4().hex[:8]}.mp4")
 
 
 def reencode_fps(

@@ -9,6 +9,8 @@ from typing import BinaryIO, Iterator, Sequence
 
 from r21d_features.utils.core.errors import SettingsError
 from r21d_features.utils.core.path_table import PathTable, first_of_each
+from r21d_features.utils.core.shard_names import MemberName
+from r21d_features.utils.video.shards import expand_inputs, is_shard_name
 from r21d_features.utils.core.object_store import (ObjectPath, ObjectStoreError, is_object_url, name_problem,
                                                   refused_scheme, require_extra, store_of, url_scheme)
 
@@ -28,7 +30,9 @@ def collect_video_paths(
     ``video_paths`` is one path or a list; ``file_with_video_paths`` names a
     text file read by :func:`read_path_list`. Relative paths stay relative to the
     current directory. Object-store URLs (``s3://...``) are inputs as they are; ``http(s)://``
-    names are refused here, and an object URL whose store's package is missing too.
+    names are refused here, and an object URL whose store's package is missing too. A name
+    ending in ``.tar`` is a tar shard, and brace ranges name several (``train-{000..002}.tar``):
+    each is replaced by the videos it holds (:mod:`utils.video.shards`).
     The paths are held compactly (:class:`~utils.core.path_table.PathTable`, about 70 bytes
     per path), and repeats are found in O(n) without a set of every path.
     """
@@ -47,6 +51,10 @@ def collect_video_paths(
     if not paths:
         raise PathListError("the list of videos is empty: nothing to extract")
     check_url_inputs(paths)
+    if any(is_shard_name(p) for p in paths):
+        paths = PathTable(expand_inputs(paths))  # each tar shard (or brace range of shards) -> its videos
+        if not paths:
+            raise PathListError("the shards hold no videos: nothing to extract")
     return _drop_repeats(paths)
 
 
@@ -172,7 +180,11 @@ def _drop_repeats(paths: PathTable) -> PathTable:
 
 def _same_input_key(path: str, cwd: str | None = None) -> str:
     """What two names of one input share: the normalised URL of an object, the absolute local path
-    (``cwd``: the current folder, when the caller looked it up once for many paths)."""
+    (``cwd``: the current folder, when the caller looked it up once for many paths); for a video in a
+    tar shard, its shard's key and the member."""
+    member = MemberName.parse(path)
+    if member is not None:
+        return f"{_same_input_key(member.shard, cwd)}\x00{member.member}\x00{member.offset}"
     if not is_object_url(path):
         if path[:1] == "/" and "//" not in path and "/." not in path and path[-1:] != "/":
             return path  # already absolute and normal: what abspath would give

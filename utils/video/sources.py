@@ -5,7 +5,8 @@ an item of ``video_paths``); outputs, the run report and the console use that na
 :func:`open_source` is the one place that turns a name into a :class:`Source`, the object the
 decoders read: an object-store URL (``s3://``, ``gs://``, ``az://``; see
 :mod:`utils.core.object_store`) is an :class:`ObjectFile`, read by ranged requests and never
-copied whole; every other name is a local file (``odd:name.mp4`` and ``concat:a|b`` included:
+copied whole; a video inside a tar shard (utils/video/shards.py) is a window of the shard's
+bytes; every other name is a local file (``odd:name.mp4`` and ``concat:a|b`` included:
 only the object-store schemes are URLs). Another kind of source is one class with the five
 members of :class:`Source`, and one branch in :func:`open_source`.
 
@@ -43,11 +44,11 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from r21d_features.utils.core.errors import VideoDecodeError
-from r21d_features.utils.core.object_store import ObjectPath, ObjectStoreError, is_object_url, name_problem, store_of
+from r21d_features.utils.core.object_store import SIGNED_URL_S, ObjectPath, ObjectStoreError, is_object_url, name_problem, store_of
 from r21d_features.utils.core.safe_fs import input_problem
+from r21d_features.utils.core.shard_names import MemberName
+from r21d_features.utils.video.shards import ShardMember
 
-# How long the signed URL handed to ffmpeg (extraction_fps of an object) stays valid.
-SIGNED_URL_S = 6 * 3600
 
 
 @runtime_checkable
@@ -147,8 +148,12 @@ class ObjectFile:
 
 
 def open_source(name: str | os.PathLike) -> Source:
-    """The :class:`Source` a video name stands for: an :class:`ObjectFile` for an object-store URL,
-    else the :class:`LocalFile` of that path."""
+    """The :class:`Source` a video name stands for: a :class:`~utils.video.shards.ShardMember` for
+    a video inside a tar shard, an :class:`ObjectFile` for an object-store URL, else the
+    :class:`LocalFile` of that path."""
+    member = MemberName.parse(name)
+    if member is not None:
+        return ShardMember(name, member)
     if is_object_url(name):
         return ObjectFile(str(name))
     return LocalFile(os.fspath(name))
