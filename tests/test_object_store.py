@@ -172,3 +172,25 @@ def test_a_missing_store_package_is_one_line_naming_the_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == 'error: s3:// needs s3fs: pip install ".[s3]" (or pip install s3fs)'
+
+
+def test_a_tar_shard_in_the_store_is_read_in_place_and_matches_the_files(s3, ckpt, tmp_path, make_video):
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    videos = [make_video("a.mp4", num_frames=36), make_video("b.mp4", num_frames=36, seed=2)]
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+        for video in videos:
+            tar.add(video, arcname=f"clips/{video.name}")
+            caption = tarfile.TarInfo(f"clips/{video.stem}.json")
+            caption.size = 2
+            tar.addfile(caption, io.BytesIO(b"{}"))
+    s3.upload("shards/web-000.tar", shard.getvalue())
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    assert extract(f"video_paths={listed(*videos)}", f"output_path={local}", ckpt).returncode == 0
+    proc = extract(f"video_paths=['s3://{BUCKET}/shards/web-{{000..001}}.tar']", f"output_path={remote}", ckpt)
+    assert proc.returncode == 1 and "2 done, 0 skipped, 1 failed" in proc.stderr, proc.stderr
+    assert f"FAILED s3://{BUCKET}/shards/web-001.tar: shard not found" in proc.stdout + proc.stderr
+    for video in videos:
+        assert np.array_equal(features(remote, f"web-000/clips/{video.stem}"), features(local, video.stem))

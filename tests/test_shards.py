@@ -222,3 +222,21 @@ def test_a_list_file_names_shards_by_range_and_members_are_named_by_video_root(t
     assert result.returncode == 0, result.stdout + result.stderr
     assert {p.relative_to(out / "r21d/r2plus1d_18_16_kinetics").as_posix() for p in out.rglob("*.npy")} == {
         "data/part/s-0/x_r21d.npy", "data/part/s-1/x_r21d.npy", "c2_r21d.npy"}
+
+
+def test_members_are_re_encoded_in_place_saved_as_hdf5_groups_and_refused_by_opencv(tmp_path, clips):
+    h5py = pytest.importorskip("h5py")
+    make_shard(tmp_path / "train-000.tar", {"clip001.mp4": clips["c0"].read_bytes()})
+    shard, out, ref = tmp_path / "train-000.tar", tmp_path / "out", tmp_path / "ref"
+    fps = ("extraction_fps=10", f"tmp_path={tmp_path / 'tmp'}")
+    assert extract(f"video_paths=[{clips['c0']}]", f"output_path={ref}", *fps).returncode == 0
+    result = extract(f"video_paths=[{shard}]", f"output_path={out}", *fps)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert np.array_equal(features(out, "train-000/clip001"), features(ref, "c0"))  # ffmpeg read the member in place
+    hdf5 = extract(f"video_paths=[{shard}]", f"output_path={tmp_path / 'h5'}", "on_extraction=save_hdf5")
+    assert hdf5.returncode == 0, hdf5.stderr
+    [part] = (tmp_path / "h5" / "r21d" / "r2plus1d_18_16_kinetics").glob("features.part-*.h5")
+    with h5py.File(part, "r") as f:
+        assert list(f) == ["train-000"] and f["train-000/clip001"].shape[1:] == (512,)
+    opencv = extract(f"video_paths=[{shard}]", f"output_path={tmp_path / 'cv'}", "decoder=opencv")
+    assert opencv.returncode == 1 and f"FAILED {shard}#clip001.mp4: " in opencv.stdout + opencv.stderr

@@ -202,3 +202,32 @@ def test_impossible_shard_settings_are_refused(tmp_path, good_clips, num_shards,
     code = run_cli(dict(feature_type="r21d", device="cpu", random_weights=True, video_paths=[str(good_clips[0])],
                         num_shards=num_shards, shard_index=shard_index), stdout=io.StringIO(), stderr=err)
     assert code == EXIT_BAD_CONFIG and message in err.getvalue()
+
+
+@pytest.mark.slow
+def test_workers_on_overlapping_shard_lists_extract_each_member_once(tmp_path, checkpoint_file, good_clips, reference):
+    import tarfile  # noqa: PLC0415
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    per_shard = {f"s-{i}": good_clips[i::3] for i in range(3)}
+    for stem, clips in per_shard.items():
+        with tarfile.open(shards / f"{stem}.tar", "w") as tar:
+            for clip in clips:
+                tar.add(clip, arcname=f"{clip.stem}.mp4")
+    out = tmp_path / "out"
+    lists = [write_list(tmp_path / "a.txt", [f"{shards}/s-{{0..1}}.tar"]),
+             write_list(tmp_path / "b.txt", [f"{shards}/s-{{1..2}}.tar"])]
+    procs = [start_worker(cli_args(checkpoint_file, out, f"file_with_video_paths={lst}", "batch_size=2"),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for lst in lists]
+    codes = [p.wait(timeout=300) for p in procs]
+    errors = [p.stderr.read() for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert codes == [0, 0], errors
+    for stem, clips in per_shard.items():
+        for clip in clips:
+            np.testing.assert_array_equal(load_feature_file(feature_folder(out) / stem / f"{clip.stem}_r21d.npy"),
+                                          reference[clip.stem])
+    done = Counter(r["path"] for r in read_report(out) if r["status"] == "done")
+    assert done == {f"{shards}/{stem}.tar#{clip.stem}.mp4": 1 for stem, clips in per_shard.items() for clip in clips}

@@ -41,6 +41,7 @@ import numpy as np
 
 from r21d_features.utils.core.processes import pid_alive
 from r21d_features.utils.core.errors import SettingsError
+from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.outputs.output_paths import output_file, video_id
 from r21d_features.utils.outputs.provenance import differences
 
@@ -243,7 +244,7 @@ class Hdf5Sink:
             "step_size": np.int64(feats["step_size"]),
             "feature_type": self.feature_type,
             **self.attrs,
-            "video_path": os.fspath(video_path),
+            "video_path": shown_name(os.fspath(video_path)),  # a shard member as <shard>#<member>
             "written_at": np.float64(time.time()),
         }
         if self.with_metadata:
