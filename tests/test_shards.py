@@ -240,3 +240,18 @@ def test_members_are_re_encoded_in_place_saved_as_hdf5_groups_and_refused_by_ope
         assert list(f) == ["train-000"] and f["train-000/clip001"].shape[1:] == (512,)
     opencv = extract(f"video_paths=[{shard}]", f"output_path={tmp_path / 'cv'}", "decoder=opencv")
     assert opencv.returncode == 1 and f"FAILED {shard}#clip001.mp4: " in opencv.stdout + opencv.stderr
+
+
+def test_two_shards_of_one_stem_in_different_folders_are_refused_before_any_work(tmp_path, clips):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        make_shard(tmp_path / folder / "train-000.tar", {"clip.mp4": clips["c0"].read_bytes()})
+    result = extract(f"video_paths=[{tmp_path}/a/train-000.tar,{tmp_path}/b/train-000.tar]",
+                     f"output_path={tmp_path / 'out'}")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert (f"inputs '{tmp_path}/a/train-000.tar#clip.mp4', '{tmp_path}/b/train-000.tar#clip.mp4' share the stem "
+            "'train-000/clip'") in result.stderr, result.stderr
+    mirrored = extract(f"video_paths=[{tmp_path}/a/train-000.tar,{tmp_path}/b/train-000.tar]",
+                       f"output_path={tmp_path / 'out'}", f"video_root={tmp_path}")
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert (tmp_path / "out/r21d/r2plus1d_18_16_kinetics/b/train-000/clip_r21d.npy").is_file()

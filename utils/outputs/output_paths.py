@@ -22,7 +22,7 @@ from pathlib import Path, PurePath
 from typing import Sequence
 
 from r21d_features.utils.core.path_table import groups_of_repeats
-from r21d_features.utils.core.shard_names import MemberName
+from r21d_features.utils.core.shard_names import MemberName, shown_name
 from r21d_features.utils.core.object_store import SCHEMES, is_object_url, split_url, url_scheme
 from r21d_features.utils.video.path_list import PathListError
 
@@ -104,6 +104,6 @@ def check_unique_outputs(paths: Sequence[str], video_root: str | os.PathLike | N
                     "or extract them in separate runs with different output_path")
         kind = "path" if video_root is not None else "stem"
         raise PathListError(
-            f"inputs {', '.join(map(repr, ps))} share the {kind} {vid!r} and would overwrite each other's "
+            f"inputs {', '.join(repr(shown_name(p)) for p in ps)} share the {kind} {vid!r} and would overwrite each other's "
             f"output{more}; {fix}"
         )
