@@ -371,3 +371,25 @@ def test_ray_workers_read_and_write_an_object_store(dataset: dict, reference: di
         np.testing.assert_array_equal(got, reference[name], err_msg=name)
     report = s3.client.get_object(Bucket="videos", Key=f"ray out/r21d/{MODEL}/run_report.jsonl")["Body"].read()
     assert sorted(json.loads(line)["path"] for line in report.splitlines()) == sorted(urls)
+
+
+@pytest.mark.ray
+def test_ray_workers_read_tar_shard_members_in_place(dataset: dict, reference: dict, ray_cluster: str,
+                                                     tmp_path: Path) -> None:
+    import tarfile  # noqa: PLC0415
+
+    shard = tmp_path / "train-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for path in dataset["all"]:
+            tar.add(path, arcname=Path(path).name)
+    out = tmp_path / "out"
+    stderr = io.StringIO()
+    code = run_cli(_settings(dataset, out, video_paths=[str(shard)], runner="ray", ray_num_workers=2),
+                   stdout=io.StringIO(), stderr=stderr)
+    assert code == 1, stderr.getvalue()
+    assert "Summary: 10 done, 0 skipped, 2 failed, of 12 videos" in stderr.getvalue()
+    for bad in dataset["bad"]:
+        assert f"FAILED {shard}#{Path(bad).name}: " in stderr.getvalue()
+    got = {p.name: load_feature_file(p) for p in sorted((out / "r21d" / MODEL / "train-000").glob("*.npy"))}
+    _assert_same_outputs(got, reference)
+    assert {r["path"] for r in _report(out)} == {f"{shard}#{Path(p).name}" for p in dataset["all"]}
