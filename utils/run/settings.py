@@ -22,8 +22,9 @@ RUNNERS = ("local", "ray")
 class RunSettings:
     """What to extract, where the results go, and how the run behaves."""
 
-    video_paths: Any = setting(None, "one path or a list [a.mp4, b.mp4]")
-    file_with_video_paths: Optional[str] = setting(None, "text file, one path per line")
+    video_paths: Any = setting(
+        None, "one path or a list [a.mp4, b.mp4]; a .tar is a shard of videos, 'train-{000..009}.tar' ten shards")
+    file_with_video_paths: Optional[str] = setting(None, "text file, one path (or shard, or brace range) per line")
     on_extraction: str = setting("print", " | ".join(ON_EXTRACTION_CHOICES))
     output_path: str = setting("./output", "folder for saved features")
     video_root: Optional[str] = setting(
