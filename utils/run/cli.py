@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from r21d_features.utils.run.object_claims import claim_book_for
 from r21d_features.utils.core.console import video_heading, write_block
@@ -89,6 +89,9 @@ class _WithPlots:
 
     def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
         return self.sink.write(video_path, feats)
+
+    def pending(self) -> Collection[str]:
+        return self.sink.pending()
 
     def is_done(self, video_path: str) -> bool:
         plots = plot_paths(self.plot_dir, video_path, self.video_root).values()
