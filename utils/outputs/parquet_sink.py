@@ -371,11 +371,16 @@ class ParquetSink:
 
 
 def read_features(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``{video id: float32 (num_windows, *feature_shape)}`` of every row of every part in the local ``folder``."""
+    """``{video id: float32 (num_windows, *feature_shape)}`` of every row of every part in the local ``folder``
+    (a part that cannot be read as one of this product's is skipped, as resume does)."""
     pq = import_pyarrow()
     out: dict[str, np.ndarray] = {}
     for path in part_paths(folder):
-        meta, _ = read_part_index(path)
+        try:
+            meta, _ = read_part_index(path)
+        except Exception as exc:  # noqa: BLE001 (damaged or foreign file)
+            log.warning("%s skipped: %s", path, " ".join(str(exc).split()) or type(exc).__name__)
+            continue
         shape = tuple(json.loads(meta[SHAPE_KEY]))
         table = pq.read_table(os.fspath(path), columns=["video_id", "features", "num_windows"])
         for vid, feats, n in zip(*(table.column(c).to_pylist() for c in ("video_id", "features", "num_windows"))):

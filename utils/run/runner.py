@@ -303,7 +303,7 @@ class _Run:
         self.record(outcome)
 
     def close_sink(self) -> None:
-        """Write what the sink holds back, before the claims are released; a video whose output
+        """Write what the sink holds back, then release the claims kept for it; a video whose output
         could not be written after all is recorded failed (it is extracted again by the next run)."""
         held = list(self.sink.pending())
         try:
@@ -315,12 +315,18 @@ class _Run:
             log.error("%s held back could not be written: %s", plural(len(held), "video"), reason)
             for path in held:
                 self.record(VideoOutcome(path, "failed", reason), counted=False)
+        if self.claims is not None:
+            for path in self.kept:
+                self.claims.release(path)
         self.kept.clear()
 
     def wait_for_others(self) -> None:
         """Go back to videos other workers held until each is done, failed, or free to take."""
         told, pause_s = False, 0.1
         while self.deferred:
+            # What this worker holds back is written first: its claims go, and a worker waiting
+            # for them (while holding the videos waited for here) is not waited for in turn.
+            self.close_sink()
             paths, self.deferred = self.deferred, []
             self.extract(paths)
             if len(self.deferred) < len(paths):
