@@ -123,16 +123,17 @@ def _sink_members() -> set[str]:
 
 def test_every_sink_implements_the_whole_sink_protocol(tmp_path):
     pytest.importorskip("h5py")
+    pytest.importorskip("pyarrow")
     from r21d_features.utils.outputs.hdf5_sink import Hdf5Sink
     from r21d_features.utils.outputs.sinks import make_sink
     from r21d_features.utils.run.cli import _WithPlots
 
     members = _sink_members()
     assert {"folder", "needs_metadata", "claim_path", "output_paths", "is_done", "stale_differences",
-            "with_provenance", "write", "close"} <= members
+            "with_provenance", "write", "pending", "close"} <= members
     entries = {"model_name": "m"}
     sinks = {kind: make_sink(kind, str(tmp_path), "r21d", "m", 512, sys.stdout)
-             for kind in ("print", "save_numpy", "save_pickle", "save_hdf5")}
+             for kind in ("print", "save_numpy", "save_pickle", "save_hdf5", "save_parquet")}
     sinks.update({f"{k} with provenance": s.with_provenance(entries) for k, s in list(sinks.items())})
     sinks["plots"] = _WithPlots(sinks["save_numpy with provenance"], tmp_path, None)
     for name, sink in sinks.items():

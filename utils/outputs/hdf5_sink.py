@@ -259,6 +259,9 @@ class Hdf5Sink:
         self._done.add(vid)
         return [self.part_path]
 
+    def pending(self) -> list[str]:
+        return []  # each dataset is complete and flushed in write()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -32,7 +32,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -99,6 +99,9 @@ class ProvenanceSink:
 
     def with_provenance(self, entries: Mapping[str, Any]) -> "ProvenanceSink":
         return ProvenanceSink(self.sink, entries)
+
+    def pending(self) -> Collection[str]:
+        return self.sink.pending()
 
     def close(self) -> None:
         self.sink.close()

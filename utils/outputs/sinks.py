@@ -1,4 +1,5 @@
-"""Where features go: printed, or saved as .npy / .pkl files (HDF5: utils/outputs/hdf5_sink.py).
+"""Where features go: printed, or saved as .npy / .pkl files (HDF5: utils/outputs/hdf5_sink.py,
+Parquet: utils/outputs/parquet_sink.py).
 
 Every sink implements the whole :class:`Sink` protocol; the runners ask it, and nothing
 else, where a video's outputs go, whether they exist, how they were made and how to commit
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping, Protocol, Sequence, TextIO
+from typing import Any, BinaryIO, Collection, Mapping, Protocol, Sequence, TextIO
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from r21d_features.utils.outputs.storage import OutputPath, output_location, sto
 from r21d_features.utils.core.console import video_heading, write_block
 from r21d_features.utils.outputs.output_paths import output_file
 
-ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", "save_hdf5")
+ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", "save_hdf5", "save_parquet")
 
 
 def output_dir(output_root: str | Path, feature_type: str, model_name: str) -> OutputPath:
@@ -47,6 +48,7 @@ class Sink(Protocol):
             def write(self, video_path, feats):
                 self.features[video_path] = dict(feats)
                 return []
+            def pending(self): return []
             def close(self): pass
     """
 
@@ -73,10 +75,17 @@ class Sink(Protocol):
         an output done only when its record matches (see utils/outputs/provenance.py)."""
 
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[OutputPath]:
-        """Commit one video's features (and metadata); the files written ([] when nothing is saved)."""
+        """Commit one video's features (and metadata); the files written ([] when nothing is saved,
+        or when the sink holds the video back: see :meth:`pending`)."""
+
+    def pending(self) -> Collection[str]:
+        """The videos given to :meth:`write` whose outputs are not yet whole on disk (a sink that
+        writes many videos at once holds them back); [] for sinks that write each video at once.
+        The runner keeps the claims of these videos until they are written, or :meth:`close`."""
 
     def close(self) -> None:
-        """Finish: flush and close what stays open between videos."""
+        """Finish: write what is held back, flush and close what stays open between videos. A sink
+        may be written to again after close (it starts new files)."""
 
 
 def format_feature_stats(key: str, array: np.ndarray) -> str:
@@ -111,6 +120,9 @@ class PrintSink:
 
     def with_provenance(self, entries: Mapping[str, Any]) -> "PrintSink":
         return self
+
+    def pending(self) -> list[str]:
+        return []
 
     def close(self) -> None:
         pass
@@ -196,6 +208,9 @@ class FileSink:
 
         return ProvenanceSink(self, entries)
 
+    def pending(self) -> list[str]:
+        return []  # each video's files are written whole in write()
+
     def close(self) -> None:
         pass
 
@@ -234,7 +249,7 @@ class FileSink:
 def make_sink(on_extraction: str, output_root: str, feature_type: str, model_name: str,
               feature_dim: int | Sequence[int], stream: TextIO, extra_keys: Sequence[str] = (),
               video_root: str | None = None, attrs: Mapping[str, str] | None = None) -> Sink:
-    """The sink of ``on_extraction``; ``attrs``: run-level facts an HDF5 file records (model, crops)."""
+    """The sink of ``on_extraction``; ``attrs``: run-level facts an HDF5 or Parquet file records (model, crops)."""
     if on_extraction == "print":
         return PrintSink(stream)
     if on_extraction == "save_numpy":
@@ -246,4 +261,9 @@ def make_sink(on_extraction: str, output_root: str, feature_type: str, model_nam
 
         return Hdf5Sink(output_dir(output_root, feature_type, model_name), feature_type, feature_dim,
                         with_metadata=bool(extra_keys), video_root=video_root, attrs=attrs or {})
+    if on_extraction == "save_parquet":
+        from r21d_features.utils.outputs.parquet_sink import ParquetSink  # noqa: PLC0415 (pyarrow only when asked for)
+
+        return ParquetSink(output_dir(output_root, feature_type, model_name), feature_type, feature_dim,
+                           video_root=video_root, attrs=attrs or {})
     raise ValueError(f"on_extraction={on_extraction!r} is unknown; allowed: {', '.join(ON_EXTRACTION_CHOICES)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from glob import escape as glob_escape
 import os
 import threading
 from pathlib import Path, PurePath
@@ -72,6 +73,10 @@ class Storage(Protocol):
     def listed(self, folder: OutputPath) -> contextlib.AbstractContextManager[None]:
         """Within the block, :meth:`exists` under ``folder`` may answer from one listing taken at its start."""
 
+    def files_named(self, folder: OutputPath, prefix: str) -> dict[OutputPath, tuple[int, float]]:
+        """The files directly in ``folder`` whose names start with ``prefix``: ``{path: (size, mtime)}``
+        (a change stamp; inside :meth:`listed`, from its listing)."""
+
     def check_writable(self, folder: OutputPath, key: str) -> None:
         """Raise :class:`SettingsError` naming ``key`` when outputs cannot be written under ``folder``."""
 
@@ -96,6 +101,17 @@ class LocalStorage:
 
     def listed(self, folder: Path) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # a stat is as cheap as a listing entry
+
+    def files_named(self, folder: Path, prefix: str) -> dict[Path, tuple[int, float]]:
+        found: dict[Path, tuple[int, float]] = {}
+        for path in folder.glob(f"{glob_escape(prefix)}*"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # renamed or removed meanwhile
+            if not path.is_dir():
+                found[path] = (st.st_size, st.st_mtime_ns / 1e9)
+        return found
 
     def check_writable(self, folder: Path, key: str) -> None:
         import tempfile  # noqa: PLC0415
@@ -158,6 +174,15 @@ class ObjectStorage:
         finally:
             with self._lock:
                 self._listings.pop(str(folder), None)
+
+    def files_named(self, folder: ObjectPath, prefix: str) -> dict[ObjectPath, tuple[int, float]]:
+        with self._lock:
+            objects = self._listings.get(str(folder))
+        if objects is None:
+            objects = store_of(folder).listing(folder)
+        start = f"{folder}/{prefix}"
+        return {ObjectPath.from_url(url): (info.size, info.mtime) for url, info in objects.items()
+                if url.startswith(start) and "/" not in url[len(str(folder)) + 1:]}
 
     def check_writable(self, folder: ObjectPath, key: str) -> None:
         import uuid  # noqa: PLC0415

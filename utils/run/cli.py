@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TextIO
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Protocol, TextIO
 
 from r21d_features.utils.run.object_claims import claim_book_for
 from r21d_features.utils.core.console import video_heading, write_block
@@ -17,6 +17,7 @@ from r21d_features.utils.core.object_store import is_object_url, set_storage_opt
 from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.outputs.storage import output_location, storage_of
 from r21d_features.utils.outputs.output_paths import check_unique_outputs
+from r21d_features.utils.outputs.parquet_sink import import_pyarrow
 from r21d_features.utils.video.path_list import collect_video_paths, shard
 from r21d_features.utils.video.ffmpeg import sweep_partials
 from r21d_features.utils.outputs.plots import plot_paths, require_matplotlib, save_video_plots
@@ -90,6 +91,9 @@ class _WithPlots:
 
     def write(self, video_path: str, feats: Mapping[str, Any]) -> list[Path]:
         return self.sink.write(video_path, feats)
+
+    def pending(self) -> Collection[str]:
+        return self.sink.pending()
 
     def is_done(self, video_path: str) -> bool:
         plots = plot_paths(self.plot_dir, video_path, self.video_root).values()
@@ -173,6 +177,8 @@ def _run_cli(values: dict[str, Any], settings_class_for: Callable[[str], type],
         check_folders_differ(run, extractor_settings)
         if run.save_plots:
             require_matplotlib()
+        if run.on_extraction == "save_parquet":
+            import_pyarrow()  # a missing pyarrow answers before the video list is read or torch loads
         paths = collect_video_paths(run.video_paths, run.file_with_video_paths)
         check_unique_outputs(paths, run.video_root)
         paths = shard(paths, run.num_shards, run.shard_index)

@@ -55,6 +55,9 @@ from r21d_features.utils.outputs.sinks import make_sink, output_dir
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install ".[ray]"'
+# The status of a notice, not an outcome: a video extracted and held back by the actor's sink
+# (a Parquet row waiting for its part); its real outcome follows once it is written.
+HELD = "held"
 # Seconds an exchange call waits for a finished video before returning empty-handed.
 EXCHANGE_WAIT_S = 1.0
 # A video held by a worker that died this many times is reported failed instead of retried.
@@ -138,7 +141,7 @@ def check_ray_run(on_extraction: str, show_pred: bool, save_plots: bool = False)
     """Refuse what only makes sense in one process: printed features or predictions, pictures."""
     if on_extraction == "print":
         raise RaySetupError(
-            "runner=ray saves features to files: set on_extraction=save_numpy, save_pickle or save_hdf5 "
+            "runner=ray saves features to files: set on_extraction=save_numpy, save_pickle, save_hdf5 or save_parquet "
             "(on_extraction=print needs runner=local)"
         )
     if show_pred:
@@ -182,10 +185,11 @@ class ExtractionWorker:
         self._fatal: BaseException | None = None
         self._stopping = False
         self._t_last = time.perf_counter()  # when the previous video of the current session finished
+        self._held: list[VideoOutcome] = []  # done, but held back by the sink: sent once written
         self.host = socket.gethostname()
         try:
             self.extractor = extractor_cls(extractor_settings)
-            # Each actor its own sink: with save_hdf5 its own part file (one writer per file).
+            # Each actor its own sink: with save_hdf5 / save_parquet its own part files (one writer per file).
             self.sink = make_sink(on_extraction, output_path, self.extractor.feature_type, self.extractor.model_name,
                                   self.extractor.feature_shape, sys.stdout,
                                   METADATA_KEYS if with_metadata else (), video_root, self.extractor.output_attrs)
@@ -242,7 +246,23 @@ class ExtractionWorker:
             self._fatal = exc
 
     def _run_session(self) -> None:
-        self.driver.run(self.driver.admitted(self._queued_paths(), self._send_back), self._finished)
+        try:
+            self.driver.run(self.driver.admitted(self._queued_paths(), self._send_back), self._finished)
+        finally:
+            self._close_sink()
+
+    def _close_sink(self) -> None:
+        """End of a session: write what the sink holds back, then send those videos' outcomes
+        (the driver ends the run, and kills this actor, once every outcome is back)."""
+        try:
+            self.sink.close()
+        except Exception as exc:  # noqa: BLE001 (those videos fail; the next run extracts them again)
+            reason = f"cannot save output: {one_line_reason(exc)}"
+            for outcome in self._held:
+                outcome.status, outcome.reason = "failed", reason
+        held, self._held = self._held, []
+        for outcome in held:
+            self._send_back(outcome)
 
     def _queued_paths(self):  # noqa: ANN202 (generator of str)
         for index, path in enumerate(iter(self._inbox.get, _CLOSE)):
@@ -251,10 +271,21 @@ class ExtractionWorker:
             yield path
 
     def _finished(self, outcome: VideoOutcome) -> None:
-        """An extracted video's outcome (the writer thread): timed, then sent back."""
+        """An extracted video's outcome (the writer thread): timed, then sent back once its output
+        is on disk (a video the sink holds back, a Parquet row, waits for its part)."""
         now = time.perf_counter()
         outcome.seconds, self._t_last = round(now - self._t_last, 3), now
-        self._send_back(outcome)
+        pending = set(self.sink.pending()) if outcome.status == "done" or self._held else set()
+        if outcome.status == "done" and outcome.path in pending:
+            self._held.append(outcome)
+            self._send_back(VideoOutcome(outcome.path, HELD))  # the driver sends more work meanwhile
+        else:
+            self._send_back(outcome)
+        written = [o for o in self._held if o.path not in pending]
+        if written:
+            self._held = [o for o in self._held if o.path in pending]
+            for held in written:
+                self._send_back(held)
 
     def _send_back(self, outcome: VideoOutcome) -> None:
         outcome.host, outcome.pid = self.host, os.getpid()
@@ -272,6 +303,7 @@ class _Slot:
     started: bool = False
     pid: int | None = None
     outstanding: list[str] = field(default_factory=list)  # absolute paths sent, not yet reported
+    held: set[str] = field(default_factory=set)  # of those, extracted and held back by the sink (not yet written)
     closed: bool = True  # no path was sent since the last close marker
     isolating: bool = False  # holds one retried video alone
 
@@ -321,6 +353,7 @@ class _RayRun:
         slot.actor = self.remote_cls.remote(*self.worker_args)
         slot.ref = slot.actor.ready.remote()
         slot.started, slot.pid, slot.outstanding, slot.closed, slot.isolating = False, None, [], True, False
+        slot.held = set()
 
     def _handle(self, slot: _Slot, ref: Any) -> None:
         try:
@@ -350,7 +383,7 @@ class _RayRun:
         if slot.isolating:
             pass  # wait for the retried video alone
         elif self.fresh:
-            while self.fresh and len(slot.outstanding) + len(new) < self.plan.videos_ahead:
+            while self.fresh and len(slot.outstanding) - len(slot.held) + len(new) < self.plan.videos_ahead:
                 new.append(self.fresh.popleft())
             close = not self.fresh  # the last paths: let the session finish instead of waiting for more
         elif self.retries and not slot.outstanding:
@@ -365,6 +398,10 @@ class _RayRun:
         slot.ref = slot.actor.exchange.remote(new, close, EXCHANGE_WAIT_S)
 
     def _record(self, slot: _Slot, outcome: VideoOutcome) -> None:
+        if outcome.status == HELD:  # its outcome comes once the sink wrote it; a death retries it
+            slot.held.add(outcome.path)
+            return
+        slot.held.discard(outcome.path)
         if outcome.path in slot.outstanding:
             slot.outstanding.remove(outcome.path)
         if not slot.outstanding:
@@ -399,7 +436,7 @@ class _RayRun:
             self._start(slot)
         else:  # nothing left for a new worker to do
             slot.actor = slot.ref = None
-            slot.started, slot.outstanding = False, []
+            slot.started, slot.outstanding, slot.held = False, [], set()
 
 
 def death_reason(exc: BaseException) -> str:

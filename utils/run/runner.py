@@ -230,6 +230,7 @@ class _Run:
         self.claims = claims
         self.deferred: list[str] = []  # claimed by other workers: looked at again later
         self.holders: dict[str, ClaimOwner] = {}
+        self.kept: set[str] = set()  # done, but still held back by the sink: claims kept
         self.t_last = time.perf_counter()
         self._lock = threading.Lock()  # outcomes come from the writer thread and from claimed()
 
@@ -282,19 +283,52 @@ class _Run:
         self.driver.run(self.claimed(paths), self.settle)
 
     def settle(self, outcome: VideoOutcome) -> None:
-        """An extracted video's outcome: its claim settled, then recorded (the writer thread)."""
+        """An extracted video's outcome: its claim settled, then recorded (the writer thread).
+
+        A video the sink still holds back (:meth:`~utils.outputs.sinks.Sink.pending`: a Parquet
+        row not yet in a part) keeps its claim until a later outcome finds it written, or the
+        run's end (the sink closed first), so no worker sharing the folder extracts it again.
+        """
         if self.claims is not None:
             if outcome.status == "failed":
                 self.claims.record_failure(outcome.path, outcome.reason)
             else:
                 self.claims.clear_failure(outcome.path)
-            self.claims.release(outcome.path)
+            pending = set(self.sink.pending()) if outcome.status == "done" or self.kept else set()
+            if outcome.status == "done" and outcome.path in pending:
+                self.kept.add(outcome.path)
+            else:
+                self.claims.release(outcome.path)
+            for path in [p for p in self.kept if p not in pending]:  # written meanwhile
+                self.kept.discard(path)
+                self.claims.release(path)
         self.record(outcome)
+
+    def close_sink(self) -> None:
+        """Write what the sink holds back, then release the claims kept for it; a video whose output
+        could not be written after all is recorded failed (it is extracted again by the next run)."""
+        held = list(self.sink.pending())
+        try:
+            self.sink.close()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            reason = f"cannot save output: {one_line_reason(exc)}"
+            log.error("%s held back could not be written: %s", plural(len(held), "video"), reason)
+            for path in held:
+                self.record(VideoOutcome(path, "failed", reason), counted=False)
+        if self.claims is not None:
+            for path in self.kept:
+                self.claims.release(path)
+        self.kept.clear()
 
     def wait_for_others(self) -> None:
         """Go back to videos other workers held until each is done, failed, or free to take."""
         told, pause_s = False, 0.1
         while self.deferred:
+            # What this worker holds back is written first: its claims go, and a worker waiting
+            # for them (while holding the videos waited for here) is not waited for in turn.
+            self.close_sink()
             paths, self.deferred = self.deferred, []
             self.extract(paths)
             if len(self.deferred) < len(paths):
@@ -331,7 +365,8 @@ def run_extraction(
     worker's own share is done (until it is done, failed, or its claim went
     stale and this worker takes it over).
 
-    ``report_extra``: fields added to every line of the run report. Interrupted
+    ``report_extra``: fields added to every line of the run report. The sink is closed at the
+    end (what it holds back is written, then the claims are released). Interrupted
     (KeyboardInterrupt, e.g. by :mod:`utils.run.signals`), it releases its claims and
     re-raises with the outcomes so far as ``exc.partial_summary``.
     """
@@ -361,7 +396,10 @@ def run_extraction(
         exc.partial_summary = outcome_log.summary
         raise
     finally:
-        outcome_log.close()
-        if claims is not None:
-            claims.release_all()
+        try:
+            run.close_sink()  # rows held back are written before their claims go
+        finally:
+            outcome_log.close()
+            if claims is not None:
+                claims.release_all()
     return outcome_log.summary

@@ -88,7 +88,8 @@ def object_output_problem(run: "RunSettings") -> str | None:
         return None
     if run.on_extraction == "save_hdf5":
         return (f"on_extraction=save_hdf5 writes one HDF5 file in a folder, not to {run.output_path}; use "
-                "save_numpy or save_pickle (one object per video), or a local output_path and copy the file up")
+                "save_numpy or save_pickle (one object per video), save_parquet (parts of one table), or a local "
+                "output_path and copy the file up")
     if run.save_plots:
         return (f"save_plots=true draws pictures into a folder, not into {run.output_path}; set save_plots=false, "
                 "or use a local output_path")
