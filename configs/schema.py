@@ -175,8 +175,8 @@ def _describe(exc: Exception, args: list[str], feature_type: str) -> str:
             parser.parse_override(arg)
         except Exception as parse_exc:  # noqa: BLE001 (Hydra's grammar errors have several types)
             first = str(parse_exc).strip().splitlines()[0] if str(parse_exc).strip() else type(parse_exc).__name__
-            return (f"cannot read the argument {arg!r} ({first}); write key=value, and quote a list holding "
-                    "spaces or commas: key=\"[a.mp4, 'b c.mp4']\"")
+            return (f"cannot read the argument {arg!r} ({first}); write key=value, and quote a list item holding "
+                    "spaces, commas or braces: key=\"[a.mp4, 'b c.mp4', 'train-{000..009}.tar']\"")
     return f"the arguments cannot be used: {text[:300]}"
 
 

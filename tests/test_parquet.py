@@ -137,11 +137,11 @@ def test_parquet_rows_equal_the_numpy_files_and_read_back_with_arrow_and_duckdb(
 def test_the_guides_pandas_lines_read_the_folder(tmp_path, monkeypatch):
     pytest.importorskip("pandas")
     folder = tmp_path / "feats" / "r21d" / R18
-    sink = ParquetSink(folder, "r21d", 512)
+    sink = ParquetSink(folder, "r21d", 512, video_root="/data")  # the guide names cat/000
     want = feats_of(3)
     sink.write("/data/cat/000.mp4", want)
     sink.close()
-    snippet = re.search(r"```python\n(import pandas.*?)```", guide_section("Parquet"), re.S).group(1)
+    snippet = re.search(r"```python\n(import [^\n]*pandas.*?)```", guide_section("Parquet"), re.S).group(1)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(snippet, scope)  # noqa: S102 (our own docs)

@@ -255,3 +255,21 @@ def test_two_shards_of_one_stem_in_different_folders_are_refused_before_any_work
                        f"output_path={tmp_path / 'out'}", f"video_root={tmp_path}")
     assert mirrored.returncode == 0, mirrored.stderr
     assert (tmp_path / "out/r21d/r2plus1d_18_16_kinetics/b/train-000/clip_r21d.npy").is_file()
+
+
+def test_shard_members_become_parquet_rows_named_by_shard_and_key(tmp_path, clips):
+    duckdb = pytest.importorskip("duckdb")
+    make_shard(tmp_path / "train-000.tar", {"clip001.mp4": clips["c0"].read_bytes(), "b/clip002.mp4": clips["c1"].read_bytes()})
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    assert extract(f"video_paths=[{clips['c0']},{clips['c1']}]", f"output_path={ref}").returncode == 0
+    unquoted = extract(f"video_paths=[{tmp_path}/train-{{000..000}}.tar]", f"output_path={out}")
+    assert unquoted.returncode == 2 and "quote a list item holding spaces, commas or braces" in unquoted.stderr
+    result = extract(f"video_paths=['{tmp_path}/train-{{000..000}}.tar']", f"output_path={out}", "on_extraction=save_parquet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = out / "r21d" / "r2plus1d_18_16_kinetics"
+    rows = duckdb.sql(f"SELECT video_id, video_path, features FROM read_parquet('{folder}/*.parquet') "
+                      "ORDER BY video_id").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("train-000/b/clip002", f"{tmp_path}/train-000.tar#b/clip002.mp4"),
+                                             ("train-000/clip001", f"{tmp_path}/train-000.tar#clip001.mp4")]
+    for (_, _, feats), clip in zip(rows, ("c1", "c0")):
+        assert np.array_equal(np.asarray(feats, dtype=np.float32), features(ref, clip))

@@ -49,6 +49,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.core.errors import SettingsError
 from r21d_features.utils.core.object_store import ObjectPath, store_of
 from r21d_features.utils.core.processes import pid_alive
@@ -126,7 +127,7 @@ def _index_of(part: Any) -> tuple[Mapping[bytes, bytes], list[str]]:
 
 @dataclass
 class _Row:
-    video_path: str
+    video_path: str  # as the runner names it (pending() gives it back); shown as text in the table
     video_id: str
     features: np.ndarray  # float32 (num_windows, *feature_shape)
     window_frames: np.ndarray  # int64 (num_windows, 2)
@@ -257,7 +258,7 @@ class ParquetSink:
         if features.shape[1:] != self.feature_shape:
             raise ValueError(f"features of shape {features.shape}, expected (num_windows, "
                              f"{', '.join(map(str, self.feature_shape))})")
-        row = _Row(video_path=_text(video_path), video_id=vid, features=features,
+        row = _Row(video_path=os.fspath(video_path), video_id=vid, features=features,
                    window_frames=np.asarray(feats["window_frames"], dtype=np.int64).reshape(-1, 2),
                    window_times_s=np.asarray(feats["window_times_s"], dtype=np.float64).reshape(-1, 2),
                    fps=float(feats["fps"]), stack_size=int(feats["stack_size"]), step_size=int(feats["step_size"]))
@@ -356,7 +357,7 @@ class ParquetSink:
             meta[PROVENANCE_KEY] = self.provenance.encode("utf-8")
         columns = {
             "video_id": pa.array([r.video_id for r in rows], type=pa.string()),
-            "video_path": pa.array([r.video_path for r in rows], type=pa.string()),
+            "video_path": pa.array([_text(shown_name(r.video_path)) for r in rows], type=pa.string()),
             "features": pa.ListArray.from_arrays(per_video, features),
             "window_start_frame": per_window(frames[:, 0], pa.int64()),
             "window_end_frame": per_window(frames[:, 1], pa.int64()),
