@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from r21d_features.utils.outputs.output_paths import video_id
 from r21d_features.utils.video.path_list import collect_video_paths
 from r21d_features.utils.video.shards import ShardError, expand_braces, list_shard
 from r21d_features.utils.video.sources import open_source
-from tests.conftest import run_here
+from tests.conftest import REPO_ROOT, run_here
 
 WINDOWS = ("stack_size=4", "step_size=16")  # a quarter of the frames through the network: these tests compare inputs
 
@@ -257,10 +258,10 @@ def test_two_shards_of_one_stem_in_different_folders_are_refused_before_any_work
     assert (tmp_path / "out/r21d/r2plus1d_18_16_kinetics/b/train-000/clip_r21d.npy").is_file()
 
 
-def test_shard_members_become_parquet_rows_named_by_shard_and_key(tmp_path, clips):
+def test_shard_members_become_parquet_rows_named_by_shard_and_key(tmp_path, clips, monkeypatch):
     duckdb = pytest.importorskip("duckdb")
     make_shard(tmp_path / "train-000.tar", {"clip001.mp4": clips["c0"].read_bytes(), "b/clip002.mp4": clips["c1"].read_bytes()})
-    out, ref = tmp_path / "out", tmp_path / "ref"
+    out, ref = tmp_path / "feats", tmp_path / "ref"
     assert extract(f"video_paths=[{clips['c0']},{clips['c1']}]", f"output_path={ref}").returncode == 0
     unquoted = extract(f"video_paths=[{tmp_path}/train-{{000..000}}.tar]", f"output_path={out}")
     assert unquoted.returncode == 2 and "quote a list item holding spaces, commas or braces" in unquoted.stderr
@@ -273,3 +274,14 @@ def test_shard_members_become_parquet_rows_named_by_shard_and_key(tmp_path, clip
                                              ("train-000/clip001", f"{tmp_path}/train-000.tar#clip001.mp4")]
     for (_, _, feats), clip in zip(rows, ("c1", "c0")):
         assert np.array_equal(np.asarray(feats, dtype=np.float32), features(ref, clip))
+
+    # The guide's DuckDB query and pandas lines, as written, on this folder.
+    guide = (REPO_ROOT / "docs" / "guides" / "shards-and-tables.md").read_text()
+    sql = re.search(r"```sql\n(.*?)```", guide, re.S).group(1)
+    snippet = re.search(r"```python\n(import [^\n]*pandas.*?)```", guide, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    assert duckdb.sql(sql).fetchall() == [("train-000", 2, 2 * features(ref, "c0").shape[0])]
+    pytest.importorskip("pandas")
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 (our own docs)
+    assert np.array_equal(scope["feats"], features(ref, "c0"))

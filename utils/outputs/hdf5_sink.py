@@ -100,9 +100,10 @@ def complete_datasets(h5file: Any) -> Iterator[tuple[str, Any]]:
     return iter(found)
 
 
-def set_aside_if_orphaned(path: Path, exc: BaseException) -> bool:
-    """Rename an unreadable part to ``<name>.damaged`` when its writer is gone; True if it was."""
-    writer = part_writer(path)
+def set_aside_if_orphaned(path: Path, exc: BaseException, writer: tuple[str, int] | None = None) -> bool:
+    """Rename an unreadable part to ``<name>.damaged`` when its writer (``(host, pid)``, by default read
+    from an HDF5 part's name) is gone; True if it was."""
+    writer = part_writer(path) if writer is None else writer
     if writer is None or writer[0] != safe_host() or pid_alive(writer[1]):
         log.debug("cannot read %s yet (%s); its writer may still be running", path, exc)
         return False

@@ -52,8 +52,7 @@ import numpy as np
 from r21d_features.utils.core.shard_names import shown_name
 from r21d_features.utils.core.errors import SettingsError
 from r21d_features.utils.core.object_store import ObjectPath, store_of
-from r21d_features.utils.core.processes import pid_alive
-from r21d_features.utils.outputs.hdf5_sink import CLAIMS_FOLDER, DAMAGED_SUFFIX, safe_host
+from r21d_features.utils.outputs.hdf5_sink import CLAIMS_FOLDER, DAMAGED_SUFFIX, safe_host, set_aside_if_orphaned
 from r21d_features.utils.outputs.output_paths import output_file, video_id
 from r21d_features.utils.outputs.provenance import differences
 from r21d_features.utils.outputs.storage import OutputPath, output_location, storage_of
@@ -236,18 +235,11 @@ class ParquetSink:
     def _set_aside_if_orphaned(self, path: OutputPath, exc: BaseException) -> bool:
         """Rename an unreadable local part to ``<name>.damaged`` when its writer is gone; True if it was."""
         writer = part_writer(path)
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if not isinstance(path, Path) or writer is None or writer[0] != safe_host() or pid_alive(writer[1]):
-            log.warning("%s cannot be read as a features part (%s): skipped", path, reason)
-            return False
-        target = path.with_name(path.name + DAMAGED_SUFFIX)
-        try:
-            os.replace(path, target)
-        except OSError:
-            return False
-        log.warning("%s cannot be read (%s) and its writer is gone: set aside as %s; its videos are extracted again",
-                    path, reason, target.name)
-        return True
+        if isinstance(path, Path) and writer is not None and set_aside_if_orphaned(path, exc, writer):
+            return True
+        log.warning("%s cannot be read as a features part (%s): skipped", path,
+                    " ".join(str(exc).split()) or type(exc).__name__)
+        return False
 
     # ------------------------------------------------------------------ writing
     def write(self, video_path: str, feats: Mapping[str, np.ndarray]) -> list[OutputPath]:
