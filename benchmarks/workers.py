@@ -83,6 +83,9 @@ class NullSink:
     def write(self, video_path: str, feats: Any) -> list:
         return []
 
+    def pending(self) -> list:
+        return []
+
     def close(self) -> None:
         pass
 
