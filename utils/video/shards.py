@@ -62,12 +62,14 @@ def expand_braces(pattern: str) -> list[str]:
     ``{000..002}`` counts (the width of the bounds is kept: ``000 001 002``), ``{a,b}`` lists;
     several groups multiply (``{a,b}-{0..1}`` gives four names). A name without braces is itself.
     A group that is neither (``{}``, ``{x}``) is kept as it is written."""
-    match = next((m for m in _GROUP.finditer(pattern) if _items(m.group(1)) is not None), None)
-    if match is None:
+    for match in _GROUP.finditer(pattern):
+        items = _items(match.group(1))
+        if items is not None:
+            break
+    else:
         return [pattern]
     head, tail = pattern[:match.start()], pattern[match.end():]
     rests = expand_braces(tail)
-    items = _items(match.group(1))
     if len(items) * len(rests) > MAX_RANGE_ITEMS:
         raise ShardError(f"{pattern!r} stands for more than {MAX_RANGE_ITEMS:,} names; check the brace range")
     return [head + item + rest for item in items for rest in rests]
@@ -156,8 +158,10 @@ def _member_of(shard: str, info: tarfile.TarInfo, shard_size: int, first_of_key:
         present = max(0, shard_size - info.offset_data)
         problem = f"the shard ends inside this member ({present} of its {info.size} bytes are there): truncated shard"
     if problem is None:
-        first = first_of_key.setdefault(member.key, name)
-        if first is not name:
+        first = first_of_key.get(member.key)
+        if first is None:
+            first_of_key[member.key] = name
+        else:
             problem = (f"its key {member.key!r} is used by an earlier member ({first!r}) of the shard; their "
                        "outputs would overwrite each other: give each video its own key")
     return member if problem is None else MemberName(shard, name, problem=problem)
@@ -271,24 +275,22 @@ class ShardMember:
             raise VideoDecodeError(problem)
         if self.member.size == 0:
             raise VideoDecodeError("empty member (0 bytes)")
-        try:
-            with _open_shard(self.member.shard) as f:
-                size = _size_of(f)
-        except FileNotFoundError:
-            raise VideoDecodeError("shard not found") from None
-        except (OSError, ObjectStoreError) as exc:
-            raise VideoDecodeError(f"cannot read the shard: {exc}") from None
+        with self._shard() as f:
+            size = _size_of(f)
         if self.member.offset + self.member.size > size:
             raise VideoDecodeError("the shard is shorter than when it was listed (changed or truncated meanwhile)")
 
-    def open(self) -> BinaryIO:
+    def _shard(self) -> BinaryIO:
+        """The shard, open; a shard that cannot be opened fails this member."""
         try:
-            f = _open_shard(self.member.shard)
+            return _open_shard(self.member.shard)
         except FileNotFoundError:
             raise VideoDecodeError("shard not found") from None
         except (OSError, ObjectStoreError) as exc:
             raise VideoDecodeError(f"cannot read the shard: {exc}") from None
-        raw = MemberFile(f, self.member.offset, self.member.size)
+
+    def open(self) -> BinaryIO:
+        raw = MemberFile(self._shard(), self.member.offset, self.member.size)
         return raw if is_object_url(self.member.shard) else io.BufferedReader(raw, buffer_size=1 << 20)
 
     def local_path(self) -> str | None:
