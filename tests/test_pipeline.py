@@ -168,6 +168,7 @@ def _extractor(checkpoints, **kw):
     return R21DExtractor(R18, **{**common, **kw})
 
 
+@pytest.mark.slow  # 26 s; the oracle parity tests cover batches across videos in the default suite
 def test_cross_video_batches_equal_per_video_features(checkpoints, videos):
     extractor = _extractor(checkpoints, decode_workers=3, step_size=4)
     order = list(videos.values())
@@ -230,6 +231,7 @@ def test_chunks_that_fail_on_the_model_side_give_their_buffers_back(checkpoints,
     assert good.features.shape == (15, 512)
 
 
+@pytest.mark.slow  # 15 s; test_ray_runner's worker test covers one actor session in the default suite
 def test_ray_worker_session_equals_local_run(checkpoints, videos, tmp_path):
     """The Ray worker's own loop (without Ray): same files as the local runner, host and pid on each outcome."""
     settings = _extractor(checkpoints).settings
